@@ -1,0 +1,1 @@
+"""The web side of the FTP suite: admin, reports, and the standalone site."""

@@ -1,0 +1,146 @@
+"""Settings of the standalone suite, configured from the environment.
+
+- ``FTPADMIN_DATA_DIR``: where the SQLite database, the generated secret key
+  and the demo home directories live (default: ``./var``).
+- ``DATABASE_URL``: e.g. ``postgres://user@host:5432/name`` (default: SQLite
+  in the data directory).
+- ``SECRET_KEY``: default: generated once and kept in the data directory.
+- ``DEBUG``: ``1``/``true`` turns it on (default off).
+- ``ALLOWED_HOSTS``: comma-separated (default ``localhost,127.0.0.1,[::1]``).
+- ``FTPSERVER_*``: any FTP server setting, e.g. ``FTPSERVER_PORT=21``;
+  ``FTPSERVER_PASSIVE_PORTS=30000-30100``.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from ftpserver_core.conf import DEFAULTS as FTP_DEFAULTS
+
+BASE_DIR = Path(__file__).resolve().parent
+DATA_DIR = Path(os.environ.get("FTPADMIN_DATA_DIR", Path.cwd() / "var")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _flag(name, default=False):
+    return os.environ.get(name, str(default)).strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
+
+
+def _secret_key():
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _flag("DEBUG")
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+    if h.strip()
+]
+
+INSTALLED_APPS = [
+    "ftpadmin",
+    "ftpserver_core",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ftpadmin.urls"
+WSGI_APPLICATION = "ftpadmin.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{DATA_DIR / 'ftpsuite.sqlite3'}", conn_max_age=0
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # WAL lets the admin read while the FTP server's threads write.
+    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    DATABASES["default"]["OPTIONS"]["timeout"] = 20
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "ftpserver_core": {
+            "handlers": ["console"],
+            "level": os.environ.get("FTPSERVER_LOG_LEVEL", "INFO"),
+        },
+        "pyftpdlib": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
+
+# Every FTP server setting can come from the environment.
+for _name, _default in FTP_DEFAULTS.items():
+    _value = os.environ.get("FTPSERVER_" + _name)
+    if _value is None:
+        continue
+    if isinstance(_default, bool):
+        _value = _value.strip().lower() in ("1", "true", "yes", "on")
+    elif isinstance(_default, int):
+        try:
+            _value = int(_value, 0)
+        except ValueError:
+            pass  # the system check quotes the bad value
+    elif isinstance(_default, float):
+        _value = float(_value)
+    elif _value.strip().lower() in ("", "none"):
+        _value = None
+    globals()["FTPSERVER_" + _name] = _value

@@ -1,0 +1,76 @@
+"""System checks for the FTP server's settings."""
+
+from django.conf import settings as django_settings
+from django.core import checks
+
+from .conf import settings
+from .models import validate_path_template, validate_permission
+from .options import ServerOptions
+
+# Stable check ids, one per setting.
+ERROR_IDS = {
+    "HOST": "ftpserver_core.E001",
+    "PORT": "ftpserver_core.E001",
+    "PASSIVE_PORTS": "ftpserver_core.E002",
+    "MASQUERADE_ADDRESS": "ftpserver_core.E003",
+    "CERTFILE": "ftpserver_core.E004",
+    "KEYFILE": "ftpserver_core.E004",
+    "TLS_MIN_VERSION": "ftpserver_core.E005",
+    "HANDLER": "ftpserver_core.E006",
+    "TLSHANDLER": "ftpserver_core.E006",
+    "TIMEOUT": "ftpserver_core.E007",
+    "MAX_CONNECTIONS": "ftpserver_core.E007",
+    "MAX_CONNECTIONS_PER_IP": "ftpserver_core.E007",
+    "AUTH_WORKERS": "ftpserver_core.E007",
+    "AUTH_FAILED_DELAY": "ftpserver_core.E007",
+    "MAX_LOGIN_ATTEMPTS": "ftpserver_core.E007",
+    "DEFAULT_PERMISSION": "ftpserver_core.E008",
+    "DEFAULT_HOME": "ftpserver_core.E009",
+}
+
+
+@checks.register("ftpserver")
+def check_settings(app_configs, **kwargs):
+    """Report every bad FTPSERVER_* value, quoting it."""
+    errors = [
+        checks.Error(
+            f"FTPSERVER_{exc.name}: {exc.message}",
+            hint=f"Fix FTPSERVER_{exc.name} in your settings.",
+            id=ERROR_IDS.get(exc.name, "ftpserver_core.E000"),
+        )
+        for exc in ServerOptions.errors()
+    ]
+    for name, validator in (
+        ("DEFAULT_PERMISSION", validate_permission),
+        ("DEFAULT_HOME", validate_path_template),
+    ):
+        value = getattr(settings, name)
+        if value is None and name == "DEFAULT_HOME":
+            continue
+        try:
+            validator(value)
+        except Exception as exc:
+            message = " ".join(getattr(exc, "messages", [str(exc)]))
+            errors.append(
+                checks.Error(
+                    f"FTPSERVER_{name} = {value!r}: {message}",
+                    hint=f"Fix FTPSERVER_{name} in your settings.",
+                    id=ERROR_IDS[name],
+                )
+            )
+    return errors
+
+
+@checks.register("ftpserver", deploy=False)
+def check_debug(app_configs, **kwargs):
+    """Warn that DEBUG keeps every SQL query in memory in a long-running server."""
+    if django_settings.DEBUG:
+        return [
+            checks.Warning(
+                "DEBUG is on: Django keeps every SQL query in memory, so a long-running "
+                "FTP server's memory grows until the OS kills it.",
+                hint="Set DEBUG = False for the FTP server in production.",
+                id="ftpserver_core.W001",
+            )
+        ]
+    return []

@@ -1,0 +1,77 @@
+"""The ``FTPSERVER_*`` settings, read lazily at access time.
+
+Every setting lives in :data:`DEFAULTS` with its default; a project overrides it
+in its Django settings with the ``FTPSERVER_`` prefix (``FTPSERVER_PORT = 21``).
+Values are read on each access, so ``override_settings`` works in tests.
+The ``ftpserver`` command's options win over these settings.
+"""
+
+from django.conf import settings as django_settings
+
+DEFAULTS = {
+    # Address the ``ftpserver`` command listens on when none is given.
+    "HOST": "127.0.0.1",
+    "PORT": 2121,
+    # Passive data ports: None (kernel picks), "30000-30100", "12345,30000-30100"
+    # or an iterable of ints.
+    "PASSIVE_PORTS": None,
+    # Public address announced in PASV replies when the server is behind NAT.
+    "MASQUERADE_ADDRESS": None,
+    # TLS certificate chain and private key (PEM). With a certificate the TLS
+    # handler is used; KEYFILE may be None when CERTFILE holds the key too.
+    "CERTFILE": None,
+    "KEYFILE": None,
+    # With TLS on, require it on the control and the data channel (RFC 4217).
+    "TLS_REQUIRED": True,
+    # Oldest TLS version accepted: "TLSv1.2" or "TLSv1.3".
+    "TLS_MIN_VERSION": "TLSv1.2",
+    # Dotted paths of the handler classes (the signal contract's names).
+    "HANDLER": "ftpserver_core.handlers.DjangoFTPHandler",
+    "TLSHANDLER": "ftpserver_core.handlers.DjangoTLS_FTPHandler",
+    # Seconds a client may stay idle between commands before it is kicked off.
+    "TIMEOUT": 300,
+    # Connections the server serves at once, and per client IP (None: no limit).
+    "MAX_CONNECTIONS": 512,
+    "MAX_CONNECTIONS_PER_IP": None,
+    # Greeting sent on connect (220 reply). Says nothing about the version.
+    "BANNER": "FTP server ready.",
+    # Written with the server's PID at start, removed at exit.
+    "PIDFILE": None,
+    # Permission letters (pyftpdlib's "elradfmwMT") of an account whose own
+    # and group's permissions are both blank.
+    "DEFAULT_PERMISSION": "elr",
+    # Home directory template for accounts with none of their own or their
+    # group's: "/srv/ftp/{username}". None: such accounts cannot log in.
+    "DEFAULT_HOME": None,
+    # Mode of home directories created on first login.
+    "HOME_DIR_MODE": 0o750,
+    # Threads that verify passwords and load policies off the IO loop.
+    # None: one per CPU core (at least 2).
+    "AUTH_WORKERS": None,
+    # Seconds before a failed login is answered (slows password guessing).
+    "AUTH_FAILED_DELAY": 3.0,
+    # Failed logins on one connection before it is closed.
+    "MAX_LOGIN_ATTEMPTS": 3,
+    # Use sendfile(2) for plain-FTP downloads.
+    "USE_SENDFILE": True,
+    # Allow FXP (data connections to another host than the client's).
+    "PERMIT_FOREIGN_ADDRESSES": False,
+}
+
+
+class Settings:
+    """Read ``FTPSERVER_<NAME>`` from Django settings, falling back to DEFAULTS."""
+
+    prefix = "FTPSERVER_"
+
+    def __getattr__(self, name):
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown setting {self.prefix}{name}.")
+        return getattr(django_settings, self.prefix + name, DEFAULTS[name])
+
+    def as_dict(self):
+        """Return every setting with its current value."""
+        return {name: getattr(self, name) for name in DEFAULTS}
+
+
+settings = Settings()

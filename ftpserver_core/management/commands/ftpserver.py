@@ -1,0 +1,176 @@
+"""Run the FTP server (modelled on Django's ``runserver``)."""
+
+import errno
+import os
+import signal
+import sys
+import threading
+
+import django
+from django.conf import settings as django_settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ftpserver_core import signals
+from ftpserver_core.conf import settings as ftp_settings
+from ftpserver_core.options import OptionError, ServerOptions, parse_address
+from ftpserver_core.servers import build_server
+
+ERRORS = {
+    errno.EACCES: "You don't have permission to access that port.",
+    errno.EADDRINUSE: "That port is already in use.",
+    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
+    errno.EAFNOSUPPORT: "That address family is not supported on this machine.",
+}
+
+# Command-line option -> ServerOptions field.
+OPTIONS = {
+    "passive_ports": "--passive-ports",
+    "masquerade_address": "--masquerade-address",
+    "certfile": "--certfile",
+    "keyfile": "--keyfile",
+    "timeout": "--timeout",
+    "max_connections": "--max-connections",
+    "max_connections_per_ip": "--max-connections-per-ip",
+    "banner": "--banner",
+    "pidfile": "--pidfile",
+}
+
+
+class Command(BaseCommand):
+    help = "Start the FTP server. Options override the FTPSERVER_* settings."
+
+    # Checks run in handle(), before the server starts, like runserver.
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "addrport",
+            nargs="?",
+            help="HOST:PORT, PORT or [IPv6]:PORT (default: FTPSERVER_HOST:FTPSERVER_PORT).",
+        )
+        parser.add_argument(
+            "--passive-ports", help="e.g. 30000-30100 or 12345,30000-30100"
+        )
+        parser.add_argument(
+            "--masquerade-address", help="Public IPv4 address for PASV replies."
+        )
+        parser.add_argument(
+            "--certfile", help="TLS certificate chain (PEM); turns FTPS on."
+        )
+        parser.add_argument("--keyfile", help="TLS private key (PEM).")
+        parser.add_argument(
+            "--timeout", help="Idle seconds before a client is disconnected."
+        )
+        parser.add_argument("--max-connections", help="Connections served at once.")
+        parser.add_argument(
+            "--max-connections-per-ip", help="Connections per client IP."
+        )
+        parser.add_argument("--banner", help="Greeting sent to clients.")
+        parser.add_argument(
+            "--pidfile", help="File to write the PID to (removed at exit)."
+        )
+
+    def handle(self, *args, **options):
+        self.stdout.write("Performing system checks...\n\n")
+        self.check(display_num_errors=True)
+
+        overrides = {field: options[field] for field in OPTIONS}
+        if options["addrport"]:
+            try:
+                overrides["host"], overrides["port"] = parse_address(
+                    options["addrport"], ftp_settings.HOST
+                )
+            except OptionError as exc:
+                raise CommandError(exc.message) from None
+        try:
+            server_options = ServerOptions.from_settings(**overrides)
+        except OptionError as exc:
+            field = exc.name.lower()
+            where = OPTIONS.get(field) if overrides.get(field) is not None else None
+            raise CommandError(
+                f"{where or 'FTPSERVER_' + exc.name}: {exc.message}"
+            ) from None
+
+        pidfile = server_options.pidfile
+        if pidfile:
+            try:
+                with open(pidfile, "w") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot write the PID file {pidfile!r}: {exc.strerror}."
+                ) from None
+        try:
+            server = build_server(server_options)
+        except OSError as exc:
+            self._remove(pidfile)
+            raise CommandError(ERRORS.get(exc.errno, str(exc))) from None
+
+        previous = self._install_signal_handlers(server)
+        self._print_banner(server, server_options)
+        signals.ftp_server_started.send(
+            sender=type(self), server=server, host=server.host, port=server.port
+        )
+        try:
+            server.serve()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signals.ftp_server_stopped.send(
+                sender=type(self), server=server, host=server.host, port=server.port
+            )
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self._remove(pidfile)
+            self.stdout.write("FTP server stopped.")
+
+    @staticmethod
+    def _remove(pidfile):
+        if pidfile:
+            try:
+                os.remove(pidfile)
+            except OSError:
+                pass
+
+    def _install_signal_handlers(self, server):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def stop(signum, frame):
+            server.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, stop)
+        return previous
+
+    def _print_banner(self, server, options):
+        host = server.host
+        shown = f"[{host}]" if ":" in host else host
+        scheme = "ftps" if options.tls else "ftp"
+        if options.tls:
+            tls_state = (
+                "explicit FTPS (AUTH TLS), "
+                + (
+                    "required on control and data channels"
+                    if options.tls_required
+                    else "optional"
+                )
+                + f", {options.tls_min_version} or newer"
+            )
+        else:
+            tls_state = "off (plain FTP: passwords travel in clear text)"
+        ports = options.passive_ports
+        passive = (
+            f"{ports[0]}-{ports[-1]} ({len(ports)} ports)" if ports else "any free port"
+        )
+        self.stdout.write(
+            f"Django version {django.get_version()}, using settings "
+            f"{django_settings.SETTINGS_MODULE!r}\n"
+            f"Starting FTP server at {scheme}://{shown}:{server.port}/\n"
+            f"TLS: {tls_state}\n"
+            f"Passive ports: {passive}\n"
+            f"Masquerade address: {options.masquerade_address or 'none'}\n"
+            f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
+        )
+        self.stdout.flush()

@@ -1,0 +1,287 @@
+"""The server's configuration: FTPSERVER_* settings merged with command options.
+
+Every value is validated here, once, for the ``ftpserver`` command and for the
+system checks alike; an :class:`OptionError` quotes the bad value and says
+what was expected.
+"""
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+
+from django.utils.module_loading import import_string
+
+from .conf import settings
+
+
+class OptionError(ValueError):
+    """A bad configuration value; ``name`` is the setting's short name."""
+
+    def __init__(self, name, message):
+        super().__init__(message)
+        self.name = name
+        self.message = message
+
+
+_ADDRESS_RE = re.compile(
+    r"^(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d+)$"
+)
+
+
+def parse_address(value, default_host):
+    """Parse ``HOST:PORT``, ``PORT`` or ``[IPv6]:PORT`` into (host, port)."""
+    value = str(value).strip()
+    if value.isdigit():
+        return default_host, parse_port(value)
+    match = _ADDRESS_RE.match(value)
+    if not match:
+        raise OptionError(
+            "ADDRESS",
+            f"{value!r} is not a valid address; expected HOST:PORT, PORT or "
+            "[IPv6]:PORT.",
+        )
+    host = match["ipv6"] or match["host"]
+    if match["ipv6"]:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise OptionError(
+                "ADDRESS", f"{host!r} is not a valid IPv6 address."
+            ) from None
+    return host, parse_port(match["port"])
+
+
+def parse_port(value, name="PORT"):
+    """Return ``value`` as a TCP port (0 picks a free one)."""
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = -1
+    if not 0 <= port <= 65535:
+        raise OptionError(name, f"{value!r} is not a valid port; expected 0 to 65535.")
+    return port
+
+
+def parse_passive_ports(value):
+    """Parse ``30000-30100``, ``12345,30000-30100`` or integers into a sorted list."""
+    if value is None or value == "":
+        return None
+    expected = "expected ports or ranges such as '30000-30100' or '12345,30000-30100'"
+    ports = set()
+    if isinstance(value, str):
+        for item in value.replace(" ", "").split(","):
+            lo, sep, hi = item.partition("-")
+            if not lo.isdigit() or (sep and not hi.isdigit()):
+                raise OptionError(
+                    "PASSIVE_PORTS", f"{value!r} is not valid; {expected}."
+                )
+            lo, hi = int(lo), int(hi) if sep else int(lo)
+            if lo > hi:
+                raise OptionError(
+                    "PASSIVE_PORTS",
+                    f"{item!r} in {value!r} is an empty range; {expected}.",
+                )
+            ports.update(range(lo, hi + 1))
+    else:
+        try:
+            ports.update(int(p) for p in value)
+        except (TypeError, ValueError):
+            raise OptionError(
+                "PASSIVE_PORTS", f"{value!r} is not valid; {expected}."
+            ) from None
+    bad = [p for p in ports if not 1 <= p <= 65535]
+    if bad or not ports:
+        raise OptionError(
+            "PASSIVE_PORTS",
+            f"{value!r} is not valid: ports must be between 1 and 65535.",
+        )
+    return sorted(ports)
+
+
+def parse_masquerade(value):
+    """Return the IPv4 address announced in PASV replies, or None."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(str(value).strip()))
+    except ValueError:
+        raise OptionError(
+            "MASQUERADE_ADDRESS",
+            f"{value!r} is not an IPv4 address; PASV replies carry an IPv4 "
+            "address such as '203.0.113.10'.",
+        ) from None
+
+
+def _positive(name, value, *, number=int, allow_none=False, allow_zero=False):
+    if value is None and allow_none:
+        return None
+    try:
+        result = number(value)
+        ok = result > 0 or (allow_zero and result == 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise OptionError(
+            name,
+            f"{value!r} is not valid; expected a positive "
+            f"{'number' if number is float else 'whole number'}"
+            f"{' or None' if allow_none else ''}.",
+        )
+    return result
+
+
+def _readable_file(name, value):
+    if value is None:
+        return None
+    path = os.fspath(value)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise OptionError(name, f"{path!r} is not a readable file.")
+    return path
+
+
+def _handler_class(name, dotted):
+    from pyftpdlib.handlers import FTPHandler
+
+    try:
+        cls = import_string(dotted) if isinstance(dotted, str) else dotted
+    except ImportError as exc:
+        raise OptionError(name, f"{dotted!r} cannot be imported: {exc}") from None
+    except Exception as exc:  # ImproperlyConfigured from a missing extra
+        raise OptionError(name, f"{dotted!r} cannot be used: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, FTPHandler)):
+        raise OptionError(name, f"{dotted!r} is not a pyftpdlib FTPHandler subclass.")
+    return cls
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Validated server options."""
+
+    host: str
+    port: int
+    passive_ports: list | None
+    masquerade_address: str | None
+    certfile: str | None
+    keyfile: str | None
+    tls_required: bool
+    tls_min_version: str
+    handler: type
+    timeout: int
+    max_connections: int | None
+    max_connections_per_ip: int | None
+    banner: str
+    pidfile: str | None
+    auth_workers: int | None
+    auth_failed_delay: float
+    max_login_attempts: int
+    use_sendfile: bool
+    permit_foreign_addresses: bool
+
+    @property
+    def tls(self):
+        """True when the server speaks FTPS."""
+        return self.certfile is not None
+
+    @classmethod
+    def from_settings(cls, **overrides):
+        """Merge FTPSERVER_* settings with ``overrides`` (None: not given).
+
+        Raise the first OptionError when a value is bad.
+        """
+        values, errors = cls.collect(overrides)
+        if errors:
+            raise errors[0]
+        return cls(**values)
+
+    @classmethod
+    def errors(cls, **overrides):
+        """Return the OptionErrors of the current configuration."""
+        return cls.collect(overrides)[1]
+
+    @classmethod
+    def collect(cls, overrides):
+        """Return (values, errors) for the settings with ``overrides`` applied."""
+        raw = {name.lower(): value for name, value in settings.as_dict().items()}
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        values, errors = {}, []
+
+        def check(key, parse, *args):
+            try:
+                values[key] = parse(*args)
+            except OptionError as exc:
+                errors.append(exc)
+
+        check("host", lambda v: str(v), raw["host"])
+        check("port", parse_port, raw["port"])
+        check("passive_ports", parse_passive_ports, raw["passive_ports"])
+        check("masquerade_address", parse_masquerade, raw["masquerade_address"])
+        check("certfile", _readable_file, "CERTFILE", raw["certfile"])
+        check("keyfile", _readable_file, "KEYFILE", raw["keyfile"])
+        values["tls_required"] = bool(raw["tls_required"])
+        values["tls_min_version"] = raw["tls_min_version"]
+        check("timeout", _positive, "TIMEOUT", raw["timeout"])
+        check(
+            "max_connections",
+            lambda v: _positive("MAX_CONNECTIONS", v, allow_none=True),
+            raw["max_connections"],
+        )
+        check(
+            "max_connections_per_ip",
+            lambda v: _positive("MAX_CONNECTIONS_PER_IP", v, allow_none=True),
+            raw["max_connections_per_ip"],
+        )
+        values["banner"] = str(raw["banner"])
+        values["pidfile"] = os.fspath(raw["pidfile"]) if raw["pidfile"] else None
+        check(
+            "auth_workers",
+            lambda v: _positive("AUTH_WORKERS", v, allow_none=True),
+            raw["auth_workers"],
+        )
+        check(
+            "auth_failed_delay",
+            lambda v: _positive("AUTH_FAILED_DELAY", v, number=float, allow_zero=True),
+            raw["auth_failed_delay"],
+        )
+        check(
+            "max_login_attempts",
+            _positive,
+            "MAX_LOGIN_ATTEMPTS",
+            raw["max_login_attempts"],
+        )
+        values["use_sendfile"] = bool(raw["use_sendfile"])
+        values["permit_foreign_addresses"] = bool(raw["permit_foreign_addresses"])
+
+        from . import tls
+
+        if raw["tls_min_version"] not in tls.MIN_VERSIONS:
+            errors.append(
+                OptionError(
+                    "TLS_MIN_VERSION",
+                    f"{raw['tls_min_version']!r} is not supported; expected one of "
+                    f"{', '.join(tls.MIN_VERSIONS)}.",
+                )
+            )
+        if values.get("keyfile") and not values.get("certfile"):
+            errors.append(
+                OptionError(
+                    "CERTFILE", "A key file is set but no certificate file; set both."
+                )
+            )
+        if values.get("certfile"):
+            if not tls.available:
+                errors.append(OptionError("CERTFILE", tls.MISSING))
+            else:
+                check("handler", _handler_class, "TLSHANDLER", raw["tlshandler"])
+                if "tls_min_version" not in [e.name for e in errors]:
+                    try:
+                        tls.make_context(
+                            values["certfile"],
+                            values.get("keyfile"),
+                            raw["tls_min_version"],
+                        )
+                    except ValueError as exc:
+                        errors.append(OptionError("CERTFILE", str(exc)))
+        else:
+            check("handler", _handler_class, "HANDLER", raw["handler"])
+        return values, errors

@@ -1,0 +1,236 @@
+"""The immutable per-session policy: what one logged-in account may do.
+
+A policy is built once at login from the database (account, group, home
+directory, directory rules) and then answers every permission question from
+memory. It also serves as the session's pyftpdlib authorizer, so pyftpdlib's
+own permission checks (``has_perm``, ``get_perms``) go through it.
+"""
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Q
+from django.utils import timezone
+
+from .conf import settings
+from .models import DirectoryRule, FTPUserAccount, parse_networks
+
+
+class LoginRefused(Exception):
+    """A login that must be refused; ``reason`` is in LOGIN_FAILURE_REASONS."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# Rules with the same path: the account's win over the group's over the home's.
+SOURCE_PRECEDENCE = {"account": 0, "group": 1, "home": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One directory rule, resolved to a real absolute path."""
+
+    path: str
+    permission: str
+    recursive: bool
+    source: str
+    template: str = ""
+
+    def covers(self, path):
+        """Return True when this rule decides the permissions of ``path``."""
+        if path == self.path:
+            return True
+        if not path.startswith(self.path + os.sep):
+            return False
+        if self.recursive:
+            return True
+        # pyftpdlib's override_perm: a non-recursive rule covers the files
+        # directly inside the directory, not its sub-directories.
+        return os.path.dirname(path) == self.path and not os.path.isdir(path)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """Everything the server needs to know about a logged-in account."""
+
+    username: str
+    account_id: int
+    user_id: object
+    group: str | None
+    home: str
+    home_template: str
+    create_home: bool
+    permission: str
+    rules: tuple = ()
+    is_enabled: bool = True
+    expires_at: datetime | None = None
+    require_tls: bool = False
+    max_sessions: int | None = None
+    allowed_networks: tuple = field(default=())
+    msg_login: str = "Login successful."
+    msg_quit: str = "Goodbye."
+
+    # --- questions answered from memory
+
+    def permission_for(self, path):
+        """Return the permission letters that apply at the real ``path``."""
+        path = os.path.normpath(path)
+        for rule in self.rules:
+            if rule.covers(path):
+                return rule.permission
+        return self.permission
+
+    def refusal(self, remote_ip, tls, now=None):
+        """Return why this account may not log in now, or None."""
+        if not self.is_enabled:
+            return "account_disabled"
+        if self.expires_at is not None and (now or timezone.now()) >= self.expires_at:
+            return "account_expired"
+        if self.require_tls and not tls:
+            return "tls_required"
+        if self.allowed_networks and not _in_networks(remote_ip, self.allowed_networks):
+            return "network_not_allowed"
+        return None
+
+    def ensure_home(self):
+        """Create the home directory if allowed; refuse the login otherwise."""
+        if os.path.isdir(self.home):
+            return
+        if not self.create_home:
+            raise LoginRefused("home_unavailable", f"{self.home!r} does not exist")
+        try:
+            os.makedirs(self.home, mode=settings.HOME_DIR_MODE, exist_ok=True)
+        except OSError as exc:
+            raise LoginRefused(
+                "home_unavailable", f"cannot create {self.home!r}: {exc}"
+            ) from exc
+
+    # --- pyftpdlib authorizer interface, for the logged-in session
+
+    def has_user(self, username):
+        return username == self.username
+
+    def has_perm(self, username, perm, path=None):
+        if path is None:
+            return perm in self.permission
+        return perm in self.permission_for(path)
+
+    def get_perms(self, username):
+        return self.permission
+
+    def get_home_dir(self, username):
+        return self.home
+
+    def get_msg_login(self, username):
+        return self.msg_login
+
+    def get_msg_quit(self, username):
+        return self.msg_quit
+
+    def impersonate_user(self, username, password):
+        """Do nothing: every session runs as the server's own OS user."""
+
+    def terminate_impersonation(self, username):
+        """Do nothing: every session runs as the server's own OS user."""
+
+
+def _in_networks(remote_ip, networks):
+    try:
+        address = ipaddress.ip_address(remote_ip)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(
+        address in network for network in networks if network.version == address.version
+    )
+
+
+def _render(template, username, group):
+    """Fill {username} and {group} into a path template, refusing unsafe values."""
+    for value in (username, group or ""):
+        if "/" in value or "\x00" in value or value in (".", ".."):
+            raise LoginRefused("home_unavailable", f"unsafe name {value!r} in a path")
+    return template.format(username=username, group=group or "")
+
+
+def resolve_policy(account, rules=None):
+    """Build the session policy of ``account`` (no login checks, no disk writes).
+
+    Resolution: the account's own value wins over its group's, which wins over
+    the FTPSERVER_* defaults; a blank value means "inherit".
+    """
+    group = account.group
+    username = account.get_username()
+    group_name = group.name if group else None
+
+    home_dir = account.home_directory or (group.home_directory if group else None)
+    if home_dir is not None:
+        home_template, create_home = home_dir.path, home_dir.create_on_login
+    elif settings.DEFAULT_HOME:
+        home_template, create_home = settings.DEFAULT_HOME, True
+    else:
+        raise LoginRefused("home_unavailable", "no home directory is configured")
+    home = os.path.realpath(_render(home_template, username, group_name))
+
+    if rules is None:
+        owners = Q(account=account)
+        if group is not None:
+            owners |= Q(group=group)
+        if home_dir is not None:
+            owners |= Q(home_directory=home_dir)
+        rules = DirectoryRule.objects.filter(owners)
+    resolved = []
+    for rule in rules:
+        source = "account" if rule.account_id else "group" if rule.group_id else "home"
+        sub = _render(rule.path, username, group_name).strip("/")
+        resolved.append(
+            Rule(
+                path=os.path.normpath(os.path.join(home, sub)),
+                permission=rule.permission,
+                recursive=rule.recursive,
+                source=source,
+                template=rule.path,
+            )
+        )
+    # Most specific path first, then by owner precedence.
+    resolved.sort(key=lambda r: (-len(r.path), SOURCE_PRECEDENCE[r.source]))
+
+    def inherit(name, default=None):
+        value = getattr(account, name)
+        if value in (None, "") and group is not None:
+            value = getattr(group, name)
+        return default if value in (None, "") else value
+
+    return SessionPolicy(
+        username=username,
+        account_id=account.pk,
+        user_id=account.user_id,
+        group=group_name,
+        home=home,
+        home_template=home_template,
+        create_home=create_home,
+        permission=inherit("permission", settings.DEFAULT_PERMISSION),
+        rules=tuple(resolved),
+        is_enabled=account.is_enabled,
+        expires_at=account.expires_at,
+        require_tls=bool(inherit("require_tls", False)),
+        max_sessions=inherit("max_sessions"),
+        allowed_networks=parse_networks(inherit("allowed_networks", "")),
+    )
+
+
+def load_policy(user):
+    """Load the policy of ``user``'s FTP account from the database (2 queries)."""
+    try:
+        account = FTPUserAccount.objects.select_related(
+            "user", "group__home_directory", "home_directory"
+        ).get(user=user)
+    except FTPUserAccount.DoesNotExist:
+        raise LoginRefused("no_ftp_account") from None
+    return resolve_policy(account)

@@ -1,0 +1,108 @@
+"""Build a configured FTP server: its own IO loop, handler class and workers."""
+
+import threading
+
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer as BaseFTPServer
+
+from . import tls
+from .authorizers import DjangoAuthorizer
+from .workers import WorkerPool
+
+
+def build_handler_class(options, worker_pool):
+    """Return a fresh subclass of the configured handler carrying ``options``."""
+    base = options.handler
+    attrs = {
+        "__module__": base.__module__,
+        "authorizer": DjangoAuthorizer(),
+        "worker_pool": worker_pool,
+        "signal_sender": base,
+        "timeout": options.timeout,
+        "banner": options.banner,
+        "passive_ports": options.passive_ports,
+        "masquerade_address": options.masquerade_address,
+        "auth_failed_timeout": options.auth_failed_delay,
+        "max_login_attempts": options.max_login_attempts,
+        "use_sendfile": options.use_sendfile and not options.tls,
+        "permit_foreign_addresses": options.permit_foreign_addresses,
+    }
+    if options.tls:
+        attrs.update(
+            certfile=options.certfile,
+            keyfile=options.keyfile,
+            ssl_context=tls.make_context(
+                options.certfile, options.keyfile, options.tls_min_version
+            ),
+            tls_control_required=options.tls_required,
+            tls_data_required=options.tls_required,
+        )
+    return type(base.__name__, (base,), attrs)
+
+
+class FTPServer(BaseFTPServer):
+    """A pyftpdlib server that stops cleanly from any thread."""
+
+    def __init__(self, options, backlog=100):
+        self.options = options
+        ioloop = IOLoop.factory()
+        self.worker_pool = WorkerPool(ioloop, options.auth_workers)
+        self.stopped = threading.Event()
+        handler = build_handler_class(options, self.worker_pool)
+        try:
+            super().__init__(
+                (options.host, options.port), handler, ioloop=ioloop, backlog=backlog
+            )
+        except BaseException:
+            self.worker_pool.shutdown()
+            ioloop.close()
+            raise
+        self._bound = self.socket.getsockname()[:2]
+        # Instance attributes: pyftpdlib's class defaults stay untouched.
+        self.max_cons = options.max_connections or 0
+        self.max_cons_per_ip = options.max_connections_per_ip or 0
+
+    @property
+    def host(self):
+        """The address the server listens on (kept after it stops)."""
+        return self._bound[0]
+
+    @property
+    def port(self):
+        """The port the server listens on (the real one when 0 was asked)."""
+        return self._bound[1]
+
+    def serve(self):
+        """Run the IO loop until stop() is called; then close every session."""
+        try:
+            self.ioloop.loop(timeout=None, blocking=True)
+        finally:
+            self._shutdown()
+
+    def stop(self):
+        """Ask the loop to stop (safe from any thread and from signal handlers)."""
+        self.worker_pool.call_soon(self._close_sessions)
+
+    def _close_sessions(self):
+        # Disconnect every client so pyftpdlib sends its incomplete-transfer
+        # and disconnect callbacks, run them, then let the loop end.
+        if not self._closed:
+            self.close()
+        for channel in list(self.ioloop.socket_map.values()):
+            if channel is not self.worker_pool.waker:
+                channel.close()
+        self.ioloop.sched.poll()
+        self.worker_pool.waker.close()
+
+    def _shutdown(self):
+        if self.stopped.is_set():
+            return
+        self.worker_pool.shutdown()
+        self.ioloop.sched.poll()
+        self.ioloop.close()
+        self.stopped.set()
+
+
+def build_server(options):
+    """Return an FTPServer bound to ``options.host:options.port``."""
+    return FTPServer(options)

@@ -1,0 +1,101 @@
+"""The FTP events, as Django signals.
+
+The names and arguments follow ``spec/signals.rst`` exactly. ``sender`` is the
+handler class selected by ``FTPSERVER_HANDLER`` / ``FTPSERVER_TLSHANDLER``
+(the command class for server start and stop). File signals are sent only when
+the operation succeeded; ``path`` is the file's real location on disk.
+
+Every signal sent from a session also carries these extra keyword arguments,
+so receivers must accept ``**kwargs``:
+
+- ``session_id``: a random id shared by every event of one connection.
+- ``remote_port``: the client's TCP port.
+- ``tls``: True when the control channel is encrypted.
+
+Transfer signals add ``ftp_path`` (the path as the client saw it), ``size``
+(bytes transferred in this transfer) and ``duration`` (seconds); delete,
+mkdir and rmdir add ``ftp_path``; rename adds ``ftp_path_from`` and
+``ftp_path_to``; ``ftp_login_failed`` adds ``reason``. No signal carries a
+password.
+
+Receivers run on the server's IO loop: a slow receiver stalls every client.
+Hand heavy work to a queue (Celery, a thread) instead of doing it inline.
+"""
+
+from django.dispatch import Signal
+
+ftp_server_started = Signal()
+"""Sent when the server starts. Arguments: sender, server, host, port."""
+
+ftp_server_stopped = Signal()
+"""Sent when the server stops. Arguments: sender, server, host, port."""
+
+ftp_client_connected = Signal()
+"""Sent when a client connects. Arguments: sender, handler, remote_ip,
+remote_port."""
+
+ftp_client_disconnected = Signal()
+"""Sent when a client disconnects. Arguments: sender, handler, username (None
+unless logged in), remote_ip."""
+
+ftp_login = Signal()
+"""Sent after a successful login. Arguments: sender, handler, username,
+remote_ip."""
+
+ftp_login_failed = Signal()
+"""Sent after a failed login. Arguments: sender, handler, username (as typed),
+remote_ip; extra: reason (one of :data:`LOGIN_FAILURE_REASONS`)."""
+
+ftp_logout = Signal()
+"""Sent when a user logs out with QUIT, or with USER to change account.
+Arguments: sender, handler, username, remote_ip."""
+
+ftp_file_received = Signal()
+"""Sent when an upload completed. Arguments: sender, handler, username, path,
+remote_ip."""
+
+ftp_file_sent = Signal()
+"""Sent when a download completed. Arguments: sender, handler, username, path,
+remote_ip."""
+
+ftp_file_received_incomplete = Signal()
+"""Sent when an upload was interrupted. Arguments: sender, handler, username,
+path, remote_ip."""
+
+ftp_file_sent_incomplete = Signal()
+"""Sent when a download was interrupted. Arguments: sender, handler, username,
+path, remote_ip."""
+
+ftp_file_deleted = Signal()
+"""Sent after DELE removed a file. Arguments: sender, handler, username, path,
+remote_ip."""
+
+ftp_file_renamed = Signal()
+"""Sent after RNFR/RNTO renamed a file or directory. Arguments: sender,
+handler, username, path_from, path_to, remote_ip."""
+
+ftp_directory_created = Signal()
+"""Sent after MKD created a directory. Arguments: sender, handler, username,
+path, remote_ip."""
+
+ftp_directory_deleted = Signal()
+"""Sent after RMD removed a directory. Arguments: sender, handler, username,
+path, remote_ip."""
+
+LOGIN_FAILURE_REASONS = (
+    "bad_credentials",  # unknown user or wrong password (indistinguishable)
+    "inactive_user",  # the Django user's is_active is False
+    "no_ftp_account",  # the Django user has no FTP account
+    "account_disabled",
+    "account_expired",
+    "tls_required",  # the account requires TLS and the session has none
+    "network_not_allowed",  # the client IP is outside the allowed networks
+    "too_many_sessions",  # the account's session limit is reached
+    "home_unavailable",  # no home directory, or it is missing or unsafe
+    "server_error",  # the database or a backend failed; see the log
+)
+"""The values of ``reason`` in ``ftp_login_failed``."""
+
+ALL_SIGNALS = {
+    name: signal for name, signal in globals().items() if isinstance(signal, Signal)
+}

@@ -1,0 +1,70 @@
+"""TLS for FTPS: the one place that imports the optional pyOpenSSL."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+try:
+    from OpenSSL import SSL
+except ImportError:  # pragma: no cover - exercised in a venv without the extra
+    SSL = None
+
+available = SSL is not None
+
+MISSING = (
+    "FTPS needs pyOpenSSL, which is not installed. Install it with: "
+    "pip install 'django-ftpserver-suite[tls]'"
+)
+
+MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
+
+# Forward secrecy and AEAD only (TLS 1.2); TLS 1.3 suites are always safe.
+CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
+
+
+def require():
+    """Raise ImproperlyConfigured with the install hint when pyOpenSSL is missing."""
+    if not available:
+        raise ImproperlyConfigured(MISSING)
+
+
+def make_context(certfile, keyfile=None, min_version="TLSv1.2"):
+    """Return a server SSL.Context, or raise ValueError saying what is wrong."""
+    require()
+    if min_version not in MIN_VERSIONS:
+        raise ValueError(
+            f"TLS minimum version {min_version!r} is not supported; expected one of "
+            f"{', '.join(MIN_VERSIONS)}."
+        )
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(
+        SSL.TLS1_3_VERSION if min_version == "TLSv1.3" else SSL.TLS1_2_VERSION
+    )
+    context.set_options(
+        SSL.OP_NO_COMPRESSION
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+        | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+    )
+    context.set_cipher_list(CIPHERS)
+    try:
+        context.use_certificate_chain_file(certfile)
+    except SSL.Error as exc:
+        raise ValueError(
+            f"Certificate file {certfile!r} could not be loaded ({_reason(exc)}); "
+            "expected a PEM certificate chain."
+        ) from exc
+    try:
+        context.use_privatekey_file(keyfile or certfile)
+        context.check_privatekey()
+    except SSL.Error as exc:
+        raise ValueError(
+            f"Private key {keyfile or certfile!r} could not be loaded or does not "
+            f"match the certificate ({_reason(exc)}); expected the PEM key of "
+            f"{certfile!r}."
+        ) from exc
+    return context
+
+
+def _reason(exc):
+    try:
+        return "; ".join(str(item[2]) for item in exc.args[0]) or str(exc)
+    except (IndexError, TypeError):
+        return str(exc)
