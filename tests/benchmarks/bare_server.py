@@ -1,0 +1,29 @@
+"""Bare pyftpdlib (DummyAuthorizer) with the same users, the benchmarks' ceiling.
+
+usage: python -m tests.benchmarks.bare_server PORT ROOT N_USERS
+"""
+
+import os
+import sys
+
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+
+
+def main():
+    port, root, n_users = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    authorizer = DummyAuthorizer()
+    for name in ["probe"] + [f"u{i}" for i in range(n_users)]:
+        home = os.path.join(root, name)
+        os.makedirs(home, exist_ok=True)
+        password = "pw-probe" if name == "probe" else "pw-" + name
+        authorizer.add_user(name, password, home, perm="elradfmwMT")
+    handler = type("BareHandler", (FTPHandler,), {"authorizer": authorizer})
+    server = FTPServer(("127.0.0.1", port), handler)
+    print("READY", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
