@@ -10,7 +10,12 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from ftpserver_core import signals
-from ftpserver_core.models import DirectoryRule, FTPUserAccount, FTPUserGroup, HomeDirectory
+from ftpserver_core.models import (
+    DirectoryRule,
+    FTPUserAccount,
+    FTPUserGroup,
+    HomeDirectory,
+)
 from ftpserver_core.options import ServerOptions
 from ftpserver_core.servers import build_server
 
@@ -72,8 +77,15 @@ def live_ftp(ftp_server):
 def make_account(transactional_db, tmp_path):
     """Create a Django user + FTP account; the home is ``tmp_path/homes/{username}``."""
 
-    def make(username="alice", password=PASSWORD, permission="elradfmwMT",
-             group=None, home=None, rules=(), **account_fields):
+    def make(
+        username="alice",
+        password=PASSWORD,
+        permission="elradfmwMT",
+        group=None,
+        home=None,
+        rules=(),
+        **account_fields,
+    ):
         user_model = get_user_model()
         user = user_model.objects.create_user(username=username, password=password)
         if home is None:
@@ -82,12 +94,17 @@ def make_account(transactional_db, tmp_path):
         if isinstance(group, str):
             group, _ = FTPUserGroup.objects.get_or_create(name=group)
         account = FTPUserAccount.objects.create(
-            user=user, group=group, home_directory=home_dir, permission=permission,
+            user=user,
+            group=group,
+            home_directory=home_dir,
+            permission=permission,
             **account_fields,
         )
         for rule in rules:
             DirectoryRule.objects.create(account=account, **rule)
-        account.home_path = home.format(username=username, group=group.name if group else "")
+        account.home_path = home.format(
+            username=username, group=group.name if group else ""
+        )
         os.makedirs(account.home_path, exist_ok=True)
         return account
 
@@ -104,10 +121,12 @@ class SignalRecorder:
 
     def connect(self):
         for name, signal in signals.ALL_SIGNALS.items():
+
             def receiver(sender, _name=name, **kwargs):
                 with self._cond:
                     self.events.append((_name, sender, kwargs))
                     self._cond.notify_all()
+
             self._receivers[name] = receiver
             signal.connect(receiver, weak=False)
 
@@ -132,7 +151,8 @@ class SignalRecorder:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"expected {count} {name!r} signal(s), got {self.names()}")
+                        f"expected {count} {name!r} signal(s), got {self.names()}"
+                    )
                 self._cond.wait(left)
         return self.of(name)
 

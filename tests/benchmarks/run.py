@@ -98,14 +98,15 @@ def main():
     )
 
     ours_port, bare_port = free_port(), free_port()
+    ours_log = (tmp / "ours.log").open("w")  # noqa: SIM115  (closed at exit)
     servers = {
         "ours": subprocess.Popen(
             [sys.executable, "-m", "django", "ftpserver", f"127.0.0.1:{ours_port}"],
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "ours.log", "w"),
-        ),  # noqa: SIM115
+            stderr=ours_log,
+        ),
         "bare": subprocess.Popen(
             [
                 sys.executable,
