@@ -56,6 +56,21 @@ DEFAULTS = {
     "USE_SENDFILE": True,
     # Allow FXP (data connections to another host than the client's).
     "PERMIT_FOREIGN_ADDRESSES": False,
+    # This server's name in audit records. None: the host name.
+    "NODE_NAME": None,
+    # Write every FTP event to the audit table (the built-in receivers).
+    "AUDIT_ENABLED": True,
+    # Event types to record (AuditEvent.Event values). None: all of them.
+    "AUDIT_EVENTS": None,
+    # The audit writer inserts every AUDIT_INTERVAL seconds or BATCH_SIZE records.
+    "AUDIT_INTERVAL": 0.2,
+    "AUDIT_BATCH_SIZE": 500,
+    # Records kept in memory at most; past it they go straight to the spool.
+    "AUDIT_MAX_QUEUE": 100_000,
+    # Retries of a failed insert before a batch is spooled to disk.
+    "AUDIT_RETRIES": 3,
+    # Directory of the spool files. None: <temp dir>/ftpserver_core-audit-spool.
+    "AUDIT_SPOOL_DIR": None,
 }
 
 

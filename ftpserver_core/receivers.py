@@ -1,0 +1,139 @@
+"""Built-in receivers: every FTP signal becomes an audit record.
+
+They run on the IO loop, so they only build a small dict and queue it for the
+audit writer (see ``audit.py``); the database is written by another thread.
+Connected in ``FTPServerCoreConfig.ready()``; your own receivers of the same
+signals run beside them.
+"""
+
+from datetime import UTC, datetime
+
+from . import audit, signals
+from .conf import settings
+from .models import AuditEvent
+
+Event = AuditEvent.Event
+
+
+def _enabled(event):
+    if not settings.AUDIT_ENABLED:
+        return False
+    wanted = settings.AUDIT_EVENTS
+    return wanted is None or event in wanted
+
+
+def _session_fields(handler):
+    policy = getattr(handler, "policy", None)
+    return {
+        "remote_ip": handler.remote_ip or None,
+        "remote_port": handler.remote_port or None,
+        "session_id": getattr(handler, "session_id", ""),
+        "tls": bool(getattr(handler, "tls", False)),
+        "account_id": policy.account_id if policy else None,
+        "group": (policy.group or "") if policy else "",
+    }
+
+
+def _session_receiver(event, failure="", **extra_fields):
+    """Return a receiver that records ``event`` for a session signal.
+
+    ``extra_fields`` maps AuditEvent fields to signal arguments; ``failure``
+    marks the event unsuccessful with that reason.
+    """
+
+    def receiver(sender, handler, username=None, **kwargs):
+        if not _enabled(event):
+            return
+        fields = _session_fields(handler)
+        for field, arg in extra_fields.items():
+            value = kwargs.get(arg)
+            if value is not None:
+                fields[field] = value
+        if failure:
+            fields.update(success=False, reason=failure)
+        audit.record(
+            time=datetime.now(UTC),
+            event=event,
+            username=username or "",
+            node=audit.node_name(),
+            **fields,
+        )
+
+    receiver.__name__ = f"audit_{event}"
+    receiver.__qualname__ = receiver.__name__
+    return receiver
+
+
+def _login_failed(sender, handler, username=None, reason="", **kwargs):
+    if not _enabled(Event.LOGIN_FAILED):
+        return
+    audit.record(
+        time=datetime.now(UTC),
+        event=Event.LOGIN_FAILED,
+        username=(username or "")[:150],
+        success=False,
+        reason=reason or "",
+        node=audit.node_name(),
+        **_session_fields(handler),
+    )
+
+
+def _server_event(event):
+    def receiver(sender, server, host, port, **kwargs):
+        if not _enabled(event):
+            return
+        audit.record(
+            time=datetime.now(UTC),
+            event=event,
+            remote_ip=None,
+            ftp_path=f"{host}:{port}",
+            node=audit.node_name(),
+        )
+        if event == Event.SERVER_STOPPED:
+            audit.writer.flush()
+
+    receiver.__name__ = f"audit_{event}"
+    return receiver
+
+
+_TRANSFER = {
+    "ftp_path": "ftp_path",
+    "path": "path",
+    "size": "size",
+    "duration": "duration",
+}
+_PATH = {"ftp_path": "ftp_path", "path": "path"}
+
+RECEIVERS = {
+    signals.ftp_server_started: _server_event(Event.SERVER_STARTED),
+    signals.ftp_server_stopped: _server_event(Event.SERVER_STOPPED),
+    signals.ftp_client_connected: _session_receiver(Event.CONNECT),
+    signals.ftp_client_disconnected: _session_receiver(Event.DISCONNECT),
+    signals.ftp_login: _session_receiver(Event.LOGIN),
+    signals.ftp_login_failed: _login_failed,
+    signals.ftp_logout: _session_receiver(Event.LOGOUT),
+    signals.ftp_file_received: _session_receiver(Event.UPLOAD, **_TRANSFER),
+    signals.ftp_file_sent: _session_receiver(Event.DOWNLOAD, **_TRANSFER),
+    signals.ftp_file_received_incomplete: _session_receiver(
+        Event.UPLOAD_INCOMPLETE, failure="incomplete", **_TRANSFER
+    ),
+    signals.ftp_file_sent_incomplete: _session_receiver(
+        Event.DOWNLOAD_INCOMPLETE, failure="incomplete", **_TRANSFER
+    ),
+    signals.ftp_file_deleted: _session_receiver(Event.DELETE, **_PATH),
+    signals.ftp_file_renamed: _session_receiver(
+        Event.RENAME,
+        ftp_path="ftp_path_from",
+        path="path_from",
+        ftp_path_to="ftp_path_to",
+        path_to="path_to",
+    ),
+    signals.ftp_directory_created: _session_receiver(Event.MKDIR, **_PATH),
+    signals.ftp_directory_deleted: _session_receiver(Event.RMDIR, **_PATH),
+}
+
+
+def connect():
+    """Connect the built-in audit receivers (idempotent)."""
+    for signal, receiver in RECEIVERS.items():
+        signal.connect(receiver, dispatch_uid=f"ftpserver_core.{receiver.__name__}")
