@@ -7,6 +7,7 @@ authorizer and its worker pool; pyftpdlib's own classes are never modified.
 """
 
 import logging
+import os
 import secrets
 
 from django.core.exceptions import ImproperlyConfigured
@@ -20,6 +21,13 @@ from .filesystems import DjangoFilesystem
 logger = logging.getLogger(__name__)
 
 _SIGNAL_NAMES = {id(signal): name for name, signal in signals.ALL_SIGNALS.items()}
+
+
+class _AsIs(str):
+    """A reply text that handle_auth_failed() must not re-case."""
+
+    def capitalize(self):
+        return str(self)
 
 
 class DjangoHandlerMixin:
@@ -39,12 +47,21 @@ class DjangoHandlerMixin:
         self._login_failure = None
         self._transfer = (0, 0.0)
         self._disconnect_sent = False
+        self._held_input = b""
         super().__init__(conn, server, ioloop=ioloop)
+
+    # Set once AUTH TLS succeeded: pyftpdlib clears _ssl_established in its
+    # TLS shutdown at QUIT, before on_logout and on_disconnect run.
+    _tls_established = False
 
     @property
     def tls(self):
         """True when the control channel is encrypted."""
-        return bool(getattr(self, "_ssl_established", False))
+        return self._tls_established
+
+    def handle_ssl_established(self):
+        self._tls_established = True
+        super().handle_ssl_established()
 
     def send_signal(self, signal, **kwargs):
         """Send ``signal`` for this session; a failing receiver only logs."""
@@ -82,16 +99,17 @@ class DjangoHandlerMixin:
         if not self.username:
             self.respond("503 Login with USER first.")
             return
+        args = (self.username, line, self.remote_ip, self.tls)
+        # Commands the client pipelined after PASS wait for its verdict, in
+        # order (_resume_input runs them).
+        self._held_input, self.ac_in_buffer = self.ac_in_buffer, b""
+        if self.worker_pool is None:
+            # Used outside servers.build_server(): no pool, log in inline.
+            self._login_done(self.authorizer.login(*args))
+            return
         # Read no further commands until the verdict; the loop serves others.
         self.del_channel()
-        self.worker_pool.submit(
-            self.authorizer.login,
-            self._login_done,
-            self.username,
-            line,
-            self.remote_ip,
-            self.tls,
-        )
+        self.worker_pool.submit(self.authorizer.login, self._login_done, *args)
 
     def _login_done(self, outcome):
         policy, reason = outcome
@@ -106,13 +124,29 @@ class DjangoHandlerMixin:
             self.authorizer = policy
             self.username = policy.username
             self.handle_auth_success(policy.home, "", policy.msg_login)
+            self._resume_input()
         else:
             self._login_failure = reason
             message = ""
             if reason == "tls_required":
-                message = "This account requires TLS: use AUTH TLS first."
+                # _AsIs: pyftpdlib would .capitalize() it to "requires tls".
+                message = _AsIs("This account requires TLS: use AUTH TLS first.")
             # The password never reaches a signal or a log.
             self.handle_auth_failed(message, "")
+
+    def _resume_input(self):
+        """Run the commands pipelined after PASS, now that it is answered."""
+        held, self._held_input = self._held_input, b""
+        self.ac_in_buffer = held + self.ac_in_buffer
+        terminator = self.get_terminator()
+        while self.ac_in_buffer and not (self._closed or self._closing):
+            line, sep, rest = self.ac_in_buffer.partition(terminator)
+            if not sep:
+                break  # an incomplete line: the next read completes it
+            self.ac_in_buffer = rest
+            if line:
+                self.collect_incoming_data(line)
+            self.found_terminator()
 
     def flush_account(self):
         self._end_session()
@@ -125,6 +159,16 @@ class DjangoHandlerMixin:
             self.__dict__.pop("authorizer", None)
 
     def ftp_STOU(self, line):
+        # pyftpdlib leaves STOU out of its path checks and answers a refused
+        # mkstemp() with 450 (transient): refuse here like every other command.
+        try:
+            path = self.fs.ftp2fs(line or self.fs.cwd)
+        except FilesystemError as exc:
+            self.respond(f"501 {exc}.")
+            return
+        if not self.fs.validpath(os.path.dirname(path) if line else path):
+            self.respond("550 Directory is outside the home directory.")
+            return
         try:
             return super().ftp_STOU(line)
         except FilesystemError as exc:
@@ -202,6 +246,7 @@ class DjangoHandlerMixin:
             username=username,
             reason=self._login_failure or "bad_credentials",
         )
+        self._resume_input()
 
     def on_logout(self, username):
         self.send_signal(signals.ftp_logout, username=username)

@@ -273,7 +273,7 @@ class ServerOptions:
                 errors.append(OptionError("CERTFILE", tls.MISSING))
             else:
                 check("handler", _handler_class, "TLSHANDLER", raw["tlshandler"])
-                if "tls_min_version" not in [e.name for e in errors]:
+                if "TLS_MIN_VERSION" not in [e.name for e in errors]:
                     try:
                         tls.make_context(
                             values["certfile"],

@@ -72,6 +72,11 @@ class FTPServer(BaseFTPServer):
         """The port the server listens on (the real one when 0 was asked)."""
         return self._bound[1]
 
+    def _map_len(self):
+        # pyftpdlib compares every socket of the loop with max_cons; the
+        # listening socket and the worker pool's waker are not connections.
+        return len(self.ioloop.socket_map) - 2
+
     def serve(self):
         """Run the IO loop until stop() is called; then close every session."""
         try:

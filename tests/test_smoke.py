@@ -13,6 +13,10 @@ def test_login_store_retrieve(live_ftp, make_account, recorder):
         assert fh.read() == b"hello"
     recorder.wait_for("ftp_client_disconnected")
     assert recorder.names() == [
-        "ftp_client_connected", "ftp_login", "ftp_file_received", "ftp_file_sent",
-        "ftp_logout", "ftp_client_disconnected",
+        "ftp_client_connected",
+        "ftp_login",
+        "ftp_file_received",
+        "ftp_file_sent",
+        "ftp_logout",
+        "ftp_client_disconnected",
     ]

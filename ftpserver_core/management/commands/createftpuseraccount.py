@@ -19,6 +19,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
+        # "--password" must not pass as an abbreviation of --password-stdin.
+        parser.allow_abbrev = False
         parser.add_argument("username")
         parser.add_argument("group", help="FTP group name ('-' for none).")
         parser.add_argument(

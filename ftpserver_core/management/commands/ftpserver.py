@@ -3,6 +3,7 @@
 import errno
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -104,7 +105,14 @@ class Command(BaseCommand):
             server = build_server(server_options)
         except OSError as exc:
             self._remove(pidfile)
-            raise CommandError(ERRORS.get(exc.errno, str(exc))) from None
+            error = exc
+            if exc.errno is None and exc.args and isinstance(exc.args[0], OSError):
+                error = exc.args[0]  # pyftpdlib re-raises bind errors wrapped
+            if isinstance(error, socket.gaierror):
+                message = f"Cannot resolve {server_options.host!r}: {error.strerror}."
+            else:
+                message = ERRORS.get(error.errno, str(error))
+            raise CommandError(message) from None
 
         previous = self._install_signal_handlers(server)
         self._print_banner(server, server_options)
@@ -162,7 +170,9 @@ class Command(BaseCommand):
             tls_state = "off (plain FTP: passwords travel in clear text)"
         ports = options.passive_ports
         passive = (
-            f"{ports[0]}-{ports[-1]} ({len(ports)} ports)" if ports else "any free port"
+            f"{_port_ranges(ports)} ({len(ports)} port{'s' if len(ports) > 1 else ''})"
+            if ports
+            else "any free port"
         )
         self.stdout.write(
             f"Django version {django.get_version()}, using settings "
@@ -174,3 +184,14 @@ class Command(BaseCommand):
             f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
         )
         self.stdout.flush()
+
+
+def _port_ranges(ports):
+    """Show sorted ports as '12345,30000-30100' (not one misleading range)."""
+    runs = []
+    for port in ports:
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return ",".join(f"{lo}-{hi}" if hi > lo else f"{lo}" for lo, hi in runs)

@@ -8,8 +8,11 @@ class Command(BaseCommand):
     help = "List the FTP user groups."
 
     def handle(self, *args, **options):
-        groups = FTPUserGroup.objects.select_related("home_directory").annotate(
-            n_accounts=Count("accounts")
+        # Meta.ordering is ignored by aggregation queries: order explicitly.
+        groups = (
+            FTPUserGroup.objects.select_related("home_directory")
+            .annotate(n_accounts=Count("accounts"))
+            .order_by("name")
         )
         self.stdout.write(f"{'NAME':<24} {'PERMISSION':<11} {'ACCOUNTS':>8}  HOME")
         for group in groups:

@@ -1,0 +1,245 @@
+"""System checks of the FTPSERVER_* settings: stable ids, the bad value quoted."""
+
+import io
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from ftpserver_core.checks import ERROR_IDS
+
+
+def ftp_issues(**settings):
+    """Run the system checks under ``settings``; return the ftpserver_core ones."""
+    with override_settings(**settings):
+        issues = checks.run_checks(include_deployment_checks=False)
+    return [i for i in issues if (i.id or "").startswith("ftpserver_core.")]
+
+
+def only_error(**settings):
+    errors = [i for i in ftp_issues(**settings) if i.level >= checks.ERROR]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_good_settings_give_no_ftpserver_issue(tmp_path):
+    assert ftp_issues() == []
+    assert (
+        ftp_issues(
+            FTPSERVER_PASSIVE_PORTS="30000-30100",
+            FTPSERVER_MASQUERADE_ADDRESS="203.0.113.10",
+            FTPSERVER_TLS_MIN_VERSION="TLSv1.3",
+            FTPSERVER_TIMEOUT=60,
+            FTPSERVER_MAX_CONNECTIONS=None,
+            FTPSERVER_MAX_CONNECTIONS_PER_IP=5,
+            FTPSERVER_DEFAULT_PERMISSION="elradfmwMT",
+            FTPSERVER_DEFAULT_HOME=str(tmp_path / "{group}" / "{username}"),
+            FTPSERVER_HANDLER="ftpserver_core.handlers.DjangoFTPHandler",
+        )
+        == []
+    )
+
+
+def test_ids_are_stable():
+    # Operators silence checks by id: these must never change.
+    assert ERROR_IDS["PASSIVE_PORTS"] == "ftpserver_core.E002"
+    assert ERROR_IDS["MASQUERADE_ADDRESS"] == "ftpserver_core.E003"
+    assert ERROR_IDS["CERTFILE"] == ERROR_IDS["KEYFILE"] == "ftpserver_core.E004"
+    assert ERROR_IDS["TLS_MIN_VERSION"] == "ftpserver_core.E005"
+    assert ERROR_IDS["HANDLER"] == ERROR_IDS["TLSHANDLER"] == "ftpserver_core.E006"
+    assert ERROR_IDS["TIMEOUT"] == ERROR_IDS["MAX_CONNECTIONS"] == "ftpserver_core.E007"
+    assert ERROR_IDS["DEFAULT_PERMISSION"] == "ftpserver_core.E008"
+    assert ERROR_IDS["DEFAULT_HOME"] == "ftpserver_core.E009"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "check_id", "quoted"),
+    [
+        ("FTPSERVER_PORT", 70000, "ftpserver_core.E001", "70000"),
+        (
+            "FTPSERVER_PASSIVE_PORTS",
+            "30100-30000",
+            "ftpserver_core.E002",
+            "'30100-30000'",
+        ),
+        ("FTPSERVER_PASSIVE_PORTS", "abc", "ftpserver_core.E002", "'abc'"),
+        ("FTPSERVER_PASSIVE_PORTS", [0, 70000], "ftpserver_core.E002", "[0, 70000]"),
+        (
+            "FTPSERVER_MASQUERADE_ADDRESS",
+            "ftp.example.com",
+            "ftpserver_core.E003",
+            "'ftp.example.com'",
+        ),
+        (
+            "FTPSERVER_MASQUERADE_ADDRESS",
+            "2001:db8::1",
+            "ftpserver_core.E003",
+            "'2001:db8::1'",
+        ),
+        (
+            "FTPSERVER_CERTFILE",
+            "/no/such/dir/cert.pem",
+            "ftpserver_core.E004",
+            "'/no/such/dir/cert.pem'",
+        ),
+        ("FTPSERVER_TLS_MIN_VERSION", "TLSv1.0", "ftpserver_core.E005", "'TLSv1.0'"),
+        (
+            "FTPSERVER_HANDLER",
+            "no.such.Class",
+            "ftpserver_core.E006",
+            "'no.such.Class'",
+        ),
+        (
+            "FTPSERVER_HANDLER",
+            "collections.OrderedDict",
+            "ftpserver_core.E006",
+            "'collections.OrderedDict'",
+        ),
+        (
+            "FTPSERVER_HANDLER",
+            "pyftpdlib.handlers.DTPHandler",
+            "ftpserver_core.E006",
+            "'pyftpdlib.handlers.DTPHandler'",
+        ),
+        ("FTPSERVER_TIMEOUT", -1, "ftpserver_core.E007", "-1"),
+        ("FTPSERVER_TIMEOUT", "abc", "ftpserver_core.E007", "'abc'"),
+        ("FTPSERVER_TIMEOUT", 0, "ftpserver_core.E007", "0"),
+        ("FTPSERVER_MAX_CONNECTIONS", 0, "ftpserver_core.E007", "0"),
+        ("FTPSERVER_MAX_CONNECTIONS_PER_IP", -3, "ftpserver_core.E007", "-3"),
+        ("FTPSERVER_AUTH_WORKERS", "two", "ftpserver_core.E007", "'two'"),
+        ("FTPSERVER_MAX_LOGIN_ATTEMPTS", 0, "ftpserver_core.E007", "0"),
+        ("FTPSERVER_DEFAULT_PERMISSION", "xyz", "ftpserver_core.E008", "'xyz'"),
+        ("FTPSERVER_DEFAULT_PERMISSION", "ell", "ftpserver_core.E008", "'ell'"),
+        (
+            "FTPSERVER_DEFAULT_HOME",
+            "relative/path",
+            "ftpserver_core.E009",
+            "'relative/path'",
+        ),
+        (
+            "FTPSERVER_DEFAULT_HOME",
+            "/srv/ftp/{user}",
+            "ftpserver_core.E009",
+            "'/srv/ftp/{user}'",
+        ),
+    ],
+)
+def test_bad_setting_is_an_error_with_its_id(setting, value, check_id, quoted):
+    error = only_error(**{setting: value})
+    assert isinstance(error, checks.Error)
+    assert error.id == check_id
+    assert setting in error.msg
+    assert quoted in error.msg
+    assert setting in error.hint
+
+
+def test_missing_certfile_message():
+    error = only_error(FTPSERVER_CERTFILE="/no/such/cert.pem")
+    assert (
+        error.msg == "FTPSERVER_CERTFILE: '/no/such/cert.pem' is not a readable file."
+    )
+
+
+def test_keyfile_without_certfile(tmp_path):
+    key = tmp_path / "server.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    error = only_error(FTPSERVER_KEYFILE=str(key))
+    assert error.id == "ftpserver_core.E004"
+    assert "no certificate file" in error.msg
+    assert error.msg.startswith("FTPSERVER_CERTFILE")
+
+
+def test_missing_keyfile(tmp_path):
+    error = only_error(FTPSERVER_KEYFILE=str(tmp_path / "nope.key"))
+    assert error.id == "ftpserver_core.E004"
+    assert repr(str(tmp_path / "nope.key")) in error.msg
+
+
+def test_certfile_that_is_no_certificate(tmp_path):
+    cert = tmp_path / "cert.pem"
+    cert.write_text("this is not PEM\n")
+    error = only_error(FTPSERVER_CERTFILE=str(cert))
+    assert error.id == "ftpserver_core.E004"
+    assert repr(str(cert)) in error.msg
+    assert "could not be loaded" in error.msg
+
+
+def test_tls_min_version_lists_the_choices():
+    error = only_error(FTPSERVER_TLS_MIN_VERSION="TLSv1.0")
+    assert "TLSv1.2" in error.msg
+    assert "TLSv1.3" in error.msg
+
+
+def test_handler_that_is_not_a_handler():
+    error = only_error(FTPSERVER_HANDLER="collections.OrderedDict")
+    assert "not a pyftpdlib FTPHandler subclass" in error.msg
+
+
+def test_every_bad_value_is_reported_at_once():
+    issues = ftp_issues(
+        FTPSERVER_PASSIVE_PORTS="bad",
+        FTPSERVER_MASQUERADE_ADDRESS="bad",
+        FTPSERVER_TIMEOUT="bad",
+        FTPSERVER_DEFAULT_PERMISSION="bad",
+        FTPSERVER_DEFAULT_HOME="bad",
+    )
+    assert sorted(i.id for i in issues) == [
+        "ftpserver_core.E002",
+        "ftpserver_core.E003",
+        "ftpserver_core.E007",
+        "ftpserver_core.E008",
+        "ftpserver_core.E009",
+    ]
+    assert all(isinstance(i, checks.Error) for i in issues)
+
+
+def test_default_home_none_is_fine():
+    assert ftp_issues(FTPSERVER_DEFAULT_HOME=None) == []
+
+
+def test_debug_gives_a_warning_not_an_error():
+    issues = ftp_issues(DEBUG=True)
+    assert [i.id for i in issues] == ["ftpserver_core.W001"]
+    warning = issues[0]
+    assert isinstance(warning, checks.Warning)
+    assert warning.level == checks.WARNING
+    assert "DEBUG" in warning.msg
+    assert "DEBUG = False" in warning.hint
+
+
+def test_debug_off_gives_no_warning():
+    assert ftp_issues(DEBUG=False) == []
+
+
+def test_checks_are_tagged_ftpserver():
+    assert checks.registry.registry.tag_exists("ftpserver")
+    with override_settings(FTPSERVER_TIMEOUT=-1):
+        issues = checks.run_checks(tags=["ftpserver"])
+    assert [i.id for i in issues] == ["ftpserver_core.E007"]
+
+
+def test_check_command_fails_on_bad_setting():
+    stderr = io.StringIO()
+    with (
+        override_settings(FTPSERVER_PASSIVE_PORTS="30100-30000"),
+        pytest.raises(SystemCheckError) as info,
+    ):
+        call_command("check", stderr=stderr)
+    assert "ftpserver_core.E002" in str(info.value)
+    assert "'30100-30000'" in str(info.value)
+
+
+def test_check_command_passes_with_debug_warning():
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with override_settings(DEBUG=True):
+        call_command("check", stdout=stdout, stderr=stderr)
+    assert "ftpserver_core.W001" in stderr.getvalue()
+
+
+def test_silenced_check():
+    with override_settings(
+        FTPSERVER_TIMEOUT=-1, SILENCED_SYSTEM_CHECKS=["ftpserver_core.E007"]
+    ):
+        call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
