@@ -10,6 +10,7 @@ is bounded: past ``FTPSERVER_AUDIT_MAX_QUEUE`` records, new ones go straight
 to the spool, so memory stays bounded and nothing is dropped.
 """
 
+import atexit
 import collections
 import datetime
 import fcntl
@@ -149,6 +150,7 @@ class AuditWriter:
         self._stopping = False
         self._db_down_since = None
         self._spool = None
+        self._atexit = False
         self.written = 0
         self.spooled = 0
 
@@ -192,6 +194,10 @@ class AuditWriter:
                 target=self._run, name="ftpserver-audit", daemon=True
             )
             self._thread.start()
+            if not self._atexit:
+                # The thread is a daemon: flush before the interpreter exits.
+                atexit.register(self.flush)
+                self._atexit = True
 
     def flush(self, timeout=30.0):
         """Write every queued record now; spool what the database refuses.

@@ -234,8 +234,9 @@ class DjangoHandlerMixin:
             return
         self._disconnect_sent = True
         username = self.username if self.authenticated else None
-        self._end_session()
+        # Receivers still see the session's policy (account, group).
         self.send_signal(signals.ftp_client_disconnected, username=username)
+        self._end_session()
 
     def on_login(self, username):
         self.send_signal(signals.ftp_login, username=username)

@@ -5,7 +5,7 @@ import threading
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer as BaseFTPServer
 
-from . import tls
+from . import audit, tls
 from .authorizers import DjangoAuthorizer
 from .workers import WorkerPool
 
@@ -105,6 +105,8 @@ class FTPServer(BaseFTPServer):
         self.worker_pool.shutdown()
         self.ioloop.sched.poll()
         self.ioloop.close()
+        # Every event of this server is in the database (or the spool) now.
+        audit.writer.flush()
         self.stopped.set()
 
 
