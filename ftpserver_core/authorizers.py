@@ -14,6 +14,8 @@ from django.contrib.auth import authenticate, get_user_model
 from django.db import close_old_connections
 from django.utils import timezone
 
+from .conf import settings
+from .credentials import CredentialCache
 from .models import FTPUserAccount
 from .policy import LoginRefused, load_policy
 
@@ -26,6 +28,18 @@ class DjangoAuthorizer:
     def __init__(self):
         self._lock = threading.Lock()
         self._sessions = {}
+        self.credentials = CredentialCache()
+
+    def _cached_user(self, username, password):
+        """Return the user if the cache vouches for this password, else None."""
+        if not settings.CREDENTIAL_CACHE_TTL:
+            return None
+        user_model = get_user_model()
+        try:
+            user = user_model._default_manager.get_by_natural_key(username)
+        except user_model.DoesNotExist:
+            return None
+        return user if self.credentials.verify(user, password) else None
 
     def login(self, username, password, remote_ip, tls):
         """Return ``(policy, None)`` for a good login, else ``(None, reason)``.
@@ -49,9 +63,12 @@ class DjangoAuthorizer:
         return policy, None
 
     def _login(self, username, password, remote_ip, tls):
-        user = authenticate(None, username=username, password=password)
+        user = self._cached_user(username, password)
         if user is None:
-            raise LoginRefused(self._why_not(username))
+            user = authenticate(None, username=username, password=password)
+            if user is None:
+                raise LoginRefused(self._why_not(username))
+            self.credentials.remember(user, password)
         if not getattr(user, "is_active", True):
             raise LoginRefused("inactive_user")
         policy = load_policy(user)

@@ -2,11 +2,13 @@
 
 Every setting lives in :data:`DEFAULTS` with its default; a project overrides it
 in its Django settings with the ``FTPSERVER_`` prefix (``FTPSERVER_PORT = 21``).
-Values are read on each access, so ``override_settings`` works in tests.
+Values are read at first access and re-read after ``override_settings``.
 The ``ftpserver`` command's options win over these settings.
 """
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS = {
     # Address the ``ftpserver`` command listens on when none is given.
@@ -48,6 +50,9 @@ DEFAULTS = {
     # Threads that verify passwords and load policies off the IO loop.
     # None: one per CPU core (at least 2).
     "AUTH_WORKERS": None,
+    # Seconds a verified password is remembered, so repeat logins skip the
+    # password hash (a password change forgets it at once). 0: off.
+    "CREDENTIAL_CACHE_TTL": 300,
     # Seconds before a failed login is answered (slows password guessing).
     "AUTH_FAILED_DELAY": 3.0,
     # Failed logins on one connection before it is closed.
@@ -75,18 +80,35 @@ DEFAULTS = {
 
 
 class Settings:
-    """Read ``FTPSERVER_<NAME>`` from Django settings, falling back to DEFAULTS."""
+    """Read ``FTPSERVER_<NAME>`` from Django settings, falling back to DEFAULTS.
+
+    A value is looked up on first access and then kept, because the audit
+    receivers read settings for every FTP event; ``override_settings`` (and
+    anything else that sends ``setting_changed``) clears the kept values.
+    """
 
     prefix = "FTPSERVER_"
 
     def __getattr__(self, name):
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown setting {self.prefix}{name}.")
-        return getattr(django_settings, self.prefix + name, DEFAULTS[name])
+        value = getattr(django_settings, self.prefix + name, DEFAULTS[name])
+        self.__dict__[name] = value
+        return value
 
     def as_dict(self):
         """Return every setting with its current value."""
         return {name: getattr(self, name) for name in DEFAULTS}
 
+    def clear(self):
+        """Forget the kept values, so the next access reads Django settings."""
+        self.__dict__.clear()
+
 
 settings = Settings()
+
+
+@receiver(setting_changed)
+def _setting_changed(setting, **kwargs):
+    if setting.startswith(Settings.prefix):
+        settings.clear()
