@@ -1,44 +1,118 @@
+import errno
 import secrets
+import threading
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 
 from ftpserver_core.models import FTPUserAccount, FTPUserGroup, HomeDirectory
+from ftpserver_core.options import OptionError, parse_address
+
+ERRORS = {
+    errno.EACCES: "You don't have permission to access that port.",
+    errno.EADDRINUSE: "That port is already in use.",
+    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
+}
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """Log nothing per request: the FTP server's banner stays readable."""
+
+    def log_message(self, format, *args):
+        pass
 
 
 class Command(BaseCommand):
     help = (
-        "Migrate the database, create a demo FTP account with a fresh random "
-        "password (printed once) and start the FTP server."
+        "Migrate the database, create an admin user and a demo FTP account with "
+        "fresh random passwords (printed once), then serve the FTP server and "
+        "the admin together until Ctrl-C."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("addrport", nargs="?", default="127.0.0.1:2121")
-        parser.add_argument("--username", default="demo")
+        parser.add_argument(
+            "--ftp",
+            default="127.0.0.1:2121",
+            help="FTP server address (default 127.0.0.1:2121).",
+        )
+        parser.add_argument(
+            "--admin",
+            default="127.0.0.1:8000",
+            help="Admin web address (default 127.0.0.1:8000).",
+        )
+        parser.add_argument(
+            "--username",
+            default="demo",
+            help="The demo FTP account's name (default demo).",
+        )
+        parser.add_argument(
+            "--admin-username",
+            default="admin",
+            help="The admin user's name (default admin).",
+        )
         parser.add_argument(
             "--no-serve",
             action="store_true",
-            help="Set up only; do not start the server.",
+            help="Set up only; do not start the servers.",
         )
 
-    def handle(self, *args, addrport, username, no_serve, **options):
+    def handle(self, *args, ftp, admin, username, admin_username, no_serve, **options):
+        try:
+            admin_host, admin_port = parse_address(admin, "127.0.0.1")
+        except OptionError as exc:
+            raise CommandError(f"--admin: {exc.message}") from None
         call_command("migrate", interactive=False, verbosity=0)
-        password = secrets.token_urlsafe(12)
-        self.setup_demo(username, password)
+        admin_password = secrets.token_urlsafe(12)
+        ftp_password = secrets.token_urlsafe(12)
+        self.setup(admin_username, admin_password, username, ftp_password)
+        httpd = None if no_serve else self.start_admin(admin_host, admin_port)
+        shown = f"[{admin_host}]" if ":" in admin_host else admin_host
         self.stdout.write(
             self.style.SUCCESS(
-                f"Demo FTP account: user {username!r}, password {password!r} "
-                f"(home under {settings.DATA_DIR / 'ftp'})."
+                f"Admin: http://{shown}:{admin_port}/admin/ user {admin_username!r}, "
+                f"password {admin_password!r}\n"
+                f"Demo FTP account: user {username!r}, password {ftp_password!r} "
+                f"(home under {settings.DATA_DIR / 'ftp'})\n"
+                "These passwords are shown once; run quickstart again for new ones."
             )
         )
-        if not no_serve:
-            call_command("ftpserver", addrport)
+        if httpd is None:
+            return
+        try:
+            call_command("ftpserver", ftp)
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+
+    def start_admin(self, host, port):
+        """Serve the admin (and its static files) in a background thread."""
+        try:
+            httpd = WSGIServer((host, port), QuietRequestHandler, ipv6=":" in host)
+        except OSError as exc:
+            raise CommandError(
+                f"Admin at {host}:{port}: {ERRORS.get(exc.errno, exc.strerror)}"
+            ) from None
+        # StaticFilesHandler serves the admin's CSS with DEBUG off, as
+        # ``runserver --insecure`` does: fine for a local quickstart.
+        httpd.set_app(StaticFilesHandler(get_wsgi_application()))
+        threading.Thread(
+            target=httpd.serve_forever, name="admin-http", daemon=True
+        ).start()
+        return httpd
 
     @transaction.atomic
-    def setup_demo(self, username, password):
+    def setup(self, admin_username, admin_password, username, password):
+        admin = self._user(admin_username)
+        admin.is_staff = admin.is_superuser = True
+        admin.set_password(admin_password)
+        admin.save()
+
         home, _ = HomeDirectory.objects.get_or_create(
             path=str(settings.DATA_DIR / "ftp" / "{username}"),
             defaults={"name": "demo homes", "create_on_login": True},
@@ -47,11 +121,15 @@ class Command(BaseCommand):
             name="demo",
             defaults={"permission": "elradfmwMT", "home_directory": home},
         )
-        user_model = get_user_model()
-        try:
-            user = user_model._default_manager.get_by_natural_key(username)
-        except user_model.DoesNotExist:
-            user = user_model(**{user_model.USERNAME_FIELD: username})
+        user = self._user(username)
         user.set_password(password)
         user.save()
         FTPUserAccount.objects.get_or_create(user=user, defaults={"group": group})
+
+    @staticmethod
+    def _user(username):
+        user_model = get_user_model()
+        try:
+            return user_model._default_manager.get_by_natural_key(username)
+        except user_model.DoesNotExist:
+            return user_model(**{user_model.USERNAME_FIELD: username})
