@@ -22,6 +22,7 @@ ERROR_IDS = {
     "MAX_CONNECTIONS": "ftpserver_core.E007",
     "MAX_CONNECTIONS_PER_IP": "ftpserver_core.E007",
     "AUTH_WORKERS": "ftpserver_core.E007",
+    "WORKERS": "ftpserver_core.E007",
     "AUTH_FAILED_DELAY": "ftpserver_core.E007",
     "MAX_LOGIN_ATTEMPTS": "ftpserver_core.E007",
     "DEFAULT_PERMISSION": "ftpserver_core.E008",

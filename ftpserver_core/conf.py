@@ -47,6 +47,8 @@ DEFAULTS = {
     "DEFAULT_HOME": None,
     # Mode of home directories created on first login.
     "HOME_DIR_MODE": 0o750,
+    # Processes accepting on the same port, each with its own IO loop (prefork).
+    "WORKERS": 1,
     # Threads that verify passwords and load policies off the IO loop.
     # None: one per CPU core (at least 2).
     "AUTH_WORKERS": None,

@@ -173,6 +173,7 @@ class ServerOptions:
     banner: str
     pidfile: str | None
     auth_workers: int | None
+    workers: int
     auth_failed_delay: float
     max_login_attempts: int
     use_sendfile: bool
@@ -238,6 +239,7 @@ class ServerOptions:
             lambda v: _positive("AUTH_WORKERS", v, allow_none=True),
             raw["auth_workers"],
         )
+        check("workers", _positive, "WORKERS", raw["workers"])
         check(
             "auth_failed_delay",
             lambda v: _positive("AUTH_FAILED_DELAY", v, number=float, allow_zero=True),

@@ -1,5 +1,6 @@
 """Build a configured FTP server: its own IO loop, handler class and workers."""
 
+import socket
 import threading
 
 from pyftpdlib.ioloop import IOLoop
@@ -43,7 +44,8 @@ def build_handler_class(options, worker_pool):
 class FTPServer(BaseFTPServer):
     """A pyftpdlib server that stops cleanly from any thread."""
 
-    def __init__(self, options, backlog=100):
+    def __init__(self, options, sock=None, backlog=100):
+        """Listen on ``options.host:port``, or on ``sock`` (prefork workers)."""
         self.options = options
         ioloop = IOLoop.factory()
         self.worker_pool = WorkerPool(ioloop, options.auth_workers)
@@ -51,7 +53,10 @@ class FTPServer(BaseFTPServer):
         handler = build_handler_class(options, self.worker_pool)
         try:
             super().__init__(
-                (options.host, options.port), handler, ioloop=ioloop, backlog=backlog
+                sock or (options.host, options.port),
+                handler,
+                ioloop=ioloop,
+                backlog=backlog,
             )
         except BaseException:
             self.worker_pool.shutdown()
@@ -79,6 +84,9 @@ class FTPServer(BaseFTPServer):
 
     def serve(self):
         """Run the IO loop until stop() is called; then close every session."""
+        # Replays the audit spool a previous process left, even before (or
+        # without) any recorded event.
+        audit.writer.start()
         try:
             self.ioloop.loop(timeout=None, blocking=True)
         finally:
@@ -110,6 +118,28 @@ class FTPServer(BaseFTPServer):
         self.stopped.set()
 
 
-def build_server(options):
-    """Return an FTPServer bound to ``options.host:options.port``."""
-    return FTPServer(options)
+def build_server(options, sock=None):
+    """Return an FTPServer bound to ``options.host:options.port`` (or ``sock``)."""
+    return FTPServer(options, sock=sock)
+
+
+def bind_socket(options, backlog=100):
+    """Return a listening socket on ``options.host:options.port`` (for prefork)."""
+    infos = socket.getaddrinfo(
+        options.host,
+        options.port,
+        socket.AF_UNSPEC,
+        socket.SOCK_STREAM,
+        0,
+        socket.AI_PASSIVE,
+    )
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -14,7 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 from ftpserver_core import signals
 from ftpserver_core.conf import settings as ftp_settings
 from ftpserver_core.options import OptionError, ServerOptions, parse_address
-from ftpserver_core.servers import build_server
+from ftpserver_core.prefork import Supervisor
+from ftpserver_core.servers import bind_socket, build_server
 
 ERRORS = {
     errno.EACCES: "You don't have permission to access that port.",
@@ -34,6 +35,7 @@ OPTIONS = {
     "max_connections_per_ip": "--max-connections-per-ip",
     "banner": "--banner",
     "pidfile": "--pidfile",
+    "workers": "--workers",
 }
 
 
@@ -70,6 +72,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--pidfile", help="File to write the PID to (removed at exit)."
         )
+        parser.add_argument(
+            "--workers",
+            help="Processes accepting on the same port, each with its own loop "
+            "(default 1).",
+        )
 
     def handle(self, *args, **options):
         self.stdout.write("Performing system checks...\n\n")
@@ -102,7 +109,12 @@ class Command(BaseCommand):
                     f"Cannot write the PID file {pidfile!r}: {exc.strerror}."
                 ) from None
         try:
-            server = build_server(server_options)
+            if server_options.workers > 1:
+                server = Supervisor(
+                    server_options, bind_socket(server_options), server_options.workers
+                )
+            else:
+                server = build_server(server_options)
         except OSError as exc:
             self._remove(pidfile)
             error = exc
@@ -120,7 +132,10 @@ class Command(BaseCommand):
             sender=type(self), server=server, host=server.host, port=server.port
         )
         try:
-            server.serve()
+            if isinstance(server, Supervisor):
+                server.run()
+            else:
+                server.serve()
         except KeyboardInterrupt:
             pass
         finally:
@@ -181,6 +196,7 @@ class Command(BaseCommand):
             f"TLS: {tls_state}\n"
             f"Passive ports: {passive}\n"
             f"Masquerade address: {options.masquerade_address or 'none'}\n"
+            f"Worker processes: {options.workers}\n"
             f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
         )
         self.stdout.flush()

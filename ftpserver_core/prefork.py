@@ -1,0 +1,109 @@
+"""Prefork: N worker processes accepting on one listening socket.
+
+The parent binds the socket, closes its database connections and forks.
+Each worker builds its own server after the fork: its own IO loop, worker
+threads, database connections and audit writer. Passive ports are shared
+through the kernel: a port one worker holds fails to bind in another, which
+then tries the next one of the range. The parent restarts a worker that dies
+and, on SIGTERM or Ctrl-C, stops every worker and waits for them.
+
+Limits that count sessions (an account's maximum sessions, the connection
+limits) and the credential cache are per worker.
+"""
+
+import logging
+import os
+import signal
+import time
+
+from django.db import connections
+
+from .servers import build_server
+
+logger = logging.getLogger(__name__)
+
+# A worker dying more often than this is not restarted again.
+MAX_RESTARTS = 10
+RESTART_WINDOW = 60.0
+
+
+class Supervisor:
+    """Fork and watch the worker processes of one server."""
+
+    def __init__(self, options, sock, workers):
+        self.options = options
+        self.socket = sock
+        self.workers = workers
+        self.host, self.port = sock.getsockname()[:2]
+        self.children = {}
+        self._stopping = False
+        self._restarts = []
+
+    def stop(self):
+        """Stop every worker (safe from a signal handler)."""
+        self._stopping = True
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def run(self):
+        """Fork the workers and wait until all of them have stopped."""
+        connections.close_all()  # no connection may be shared across a fork
+        for index in range(self.workers):
+            self._spawn(index)
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            index = self.children.pop(pid, None)
+            if index is None or self._stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            logger.warning("FTP worker %d (pid %d) exited with %d.", index, pid, code)
+            if self._may_restart():
+                self._spawn(index)
+        self.socket.close()
+
+    def _may_restart(self):
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
+        self._restarts.append(now)
+        if len(self._restarts) > MAX_RESTARTS:
+            logger.error(
+                "FTP workers died %d times in %d s; not restarting them.",
+                len(self._restarts),
+                RESTART_WINDOW,
+            )
+            return False
+        return True
+
+    def _spawn(self, index):
+        pid = os.fork()
+        if pid:
+            self.children[pid] = index
+            return
+        self.children = {}  # the siblings are the parent's to watch
+        code = 1
+        try:
+            code = self._work(index)
+        except BaseException:
+            logger.exception("FTP worker %d failed.", index)
+        finally:
+            # Skip the parent's atexit handlers and finally blocks.
+            os._exit(code)
+
+    def _work(self, index):
+        server = build_server(self.options, sock=self.socket)
+
+        def stop(signum, frame):
+            server.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if self._stopping:
+            return 0
+        server.serve()
+        return 0
