@@ -231,7 +231,8 @@ def certificate(tmp_path_factory):
 def banner_lines(server):
     lines = server.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Django version"))
-    return lines[start : start + 6]
+    end = next(i for i, line in enumerate(lines) if line.startswith("Quit the server"))
+    return lines[start : end + 1]
 
 
 # --- the banner
@@ -248,6 +249,7 @@ def test_banner_plain_ftp(ftpserver_cmd):
         "TLS: off (plain FTP: passwords travel in clear text)",
         "Passive ports: any free port",
         "Masquerade address: none",
+        "Worker processes: 1",
         "Quit the server with CONTROL-C.",
     ]
     # The announced port is the real one.
