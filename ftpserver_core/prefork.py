@@ -96,7 +96,17 @@ class Supervisor:
             os._exit(code)
 
     def _work(self, index):
+        parent = os.getppid()
         server = build_server(self.options, sock=self.socket)
+
+        def watch_parent():
+            # A worker whose supervisor was killed (SIGKILL, OOM) must not
+            # serve on as an orphan nobody will stop.
+            if os.getppid() != parent:
+                logger.warning("FTP worker %d lost its supervisor; stopping.", index)
+                server.stop()
+
+        server.ioloop.call_every(1.0, watch_parent)
 
         def stop(signum, frame):
             server.stop()

@@ -123,9 +123,15 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
     def kill(self):
+        """Stop the server at teardown: SIGTERM first, so prefork workers and
+        audit writers finish before the next test flushes the database."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
 
 @pytest.fixture
