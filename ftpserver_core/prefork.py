@@ -107,6 +107,9 @@ class Supervisor:
                 server.stop()
 
         server.ioloop.call_every(1.0, watch_parent)
+        # pyftpdlib's loop blocks in its first poll until an event arrives;
+        # a first wake-up lets it see the timer above.
+        server.worker_pool.call_soon(watch_parent)
 
         def stop(signum, frame):
             server.stop()
