@@ -11,6 +11,8 @@ ALLOWED_HOSTS = ["*"]
 
 INSTALLED_APPS = [
     "ftpadmin",
+    # Its own FTP signal receivers, connected before the built-in audit ones.
+    "tests.receiver_app",
     "ftpserver_core",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -18,6 +20,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "import_export",
+    "django_filters",
 ]
 
 MIDDLEWARE = [
@@ -66,3 +70,7 @@ STATIC_URL = "static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 FTPSERVER_AUTH_FAILED_DELAY = 0.05
+
+# Any process replays every audit spool file of its directory: test runs (and
+# their databases) must not share one. Tests that spool use their tmp_path.
+FTPSERVER_AUDIT_SPOOL_DIR = os.path.join(_TMP, f"ftpsuite-audit-spool-{os.getpid()}")
