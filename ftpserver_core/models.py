@@ -422,6 +422,11 @@ class AuditEvent(models.Model):
             models.Index(fields=["event", "time"], name="ftpaudit_event_time"),
             models.Index(fields=["remote_ip", "time"], name="ftpaudit_ip_time"),
             models.Index(fields=["session_id", "time"], name="ftpaudit_session_time"),
+            models.Index(fields=["group", "time"], name="ftpaudit_group_time"),
+            # Failures are few: a partial index makes "failed only" instant.
+            models.Index(
+                fields=["time"], condition=Q(success=False), name="ftpaudit_failed_time"
+            ),
         ]
 
     def __str__(self):
