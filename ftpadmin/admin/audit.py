@@ -1,4 +1,4 @@
-"""Admin pages: FTP home directories, groups, accounts and the audit trail."""
+"""The read-only admin of the audit trail."""
 
 import ipaddress
 import re
@@ -20,52 +20,7 @@ from ftpadmin.formats import XLSX
 from ftpadmin.list_filters import GroupListFilter, SessionListFilter, UserListFilter
 from ftpadmin.paginators import CappedCountPaginator
 from ftpadmin.resources import AuditEventResource
-from ftpserver_core.models import (
-    AuditEvent,
-    DirectoryRule,
-    FTPUserAccount,
-    FTPUserGroup,
-    HomeDirectory,
-)
-
-
-class DirectoryRuleInline(admin.TabularInline):
-    model = DirectoryRule
-    extra = 0
-    fields = ["path", "permission", "recursive"]
-
-
-@admin.register(HomeDirectory)
-class HomeDirectoryAdmin(admin.ModelAdmin):
-    list_display = ["path", "name", "create_on_login"]
-    search_fields = ["path", "name"]
-    inlines = [DirectoryRuleInline]
-
-
-@admin.register(FTPUserGroup)
-class FTPUserGroupAdmin(admin.ModelAdmin):
-    list_display = ["name", "permission", "home_directory"]
-    search_fields = ["name"]
-    inlines = [DirectoryRuleInline]
-
-
-@admin.register(FTPUserAccount)
-class FTPUserAccountAdmin(admin.ModelAdmin):
-    list_display = [
-        "__str__",
-        "group",
-        "permission",
-        "is_enabled",
-        "expires_at",
-        "last_login_at",
-        "last_login_ip",
-    ]
-    list_filter = ["is_enabled", "group"]
-    list_select_related = ["user", "group"]
-    raw_id_fields = ["user"]
-    readonly_fields = ["last_login_at", "last_login_ip", "created_at", "updated_at"]
-    inlines = [DirectoryRuleInline]
-
+from ftpserver_core.models import AuditEvent
 
 # Part of an IPv4 or IPv6 address: hex digits with a dot or a colon.
 _PARTIAL_IP = re.compile(r"[0-9A-Fa-f]*[.:][0-9A-Fa-f.:]*")
