@@ -7,3 +7,4 @@ from .accounts import (  # noqa: F401
     HomeDirectoryAdmin,
 )
 from .audit import AuditEventAdmin  # noqa: F401
+from .users import FTPAccountInline  # noqa: F401

@@ -1,25 +1,11 @@
-"""django-import-export resources: the audit trail as CSV, XLSX and JSON."""
+"""The audit trail as CSV, XLSX and JSON (export only)."""
 
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from import_export import fields, resources, widgets
 
 from ftpserver_core.models import AuditEvent
 
-
-class IsoDateTimeWidget(widgets.DateTimeWidget):
-    """Render a datetime as ISO 8601 with its UTC offset, in every format.
-
-    XLSX cannot hold a time zone, so the default drops it there; a string
-    keeps the instant unambiguous in all three formats alike.
-    """
-
-    def render(self, value, obj=None, **kwargs):
-        if value is None:
-            return ""
-        if timezone.is_aware(value):
-            value = timezone.localtime(value)
-        return value.isoformat()
+from .widgets import IsoDateTimeWidget
 
 
 def _native(widget_class):

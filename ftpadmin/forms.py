@@ -1,0 +1,293 @@
+"""Forms of the FTP accounts admin: the one-form account creation, set expiry."""
+
+from django import forms
+from django.contrib.admin import widgets as admin_widgets
+from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth.forms import SetPasswordMixin, UsernameField
+from django.core.exceptions import ValidationError
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
+
+from ftpserver_core.models import FTPUserAccount
+
+
+def may_manage_user(actor, user):
+    """Return whether ``actor`` may set the password or the email of ``user``.
+
+    Staff users and superusers log in to this admin with that password, so
+    setting theirs needs what Django's user admin needs: the change
+    permission on users. Other users' FTP passwords are for anyone who may
+    change FTP accounts. ``actor`` None (code, not a request) may.
+    """
+    if actor is None:
+        return True
+    if not (getattr(user, "is_staff", False) or getattr(user, "is_superuser", False)):
+        return True
+    opts = user._meta
+    return actor.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+
+class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
+    """Create an FTP account and, in the same form, its Django user.
+
+    Either pick an existing user without an FTP account (a password given
+    replaces theirs; blank keeps it) or type the username of a new user,
+    who then needs a password. Passwords go through
+    ``AUTH_PASSWORD_VALIDATORS`` and ``set_password``.
+    """
+
+    existing_user = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        label=_("Existing user"),
+        help_text=_("A Django user without an FTP account."),
+    )
+    new_username = UsernameField(
+        required=False,
+        label=_("or new user"),
+        help_text=_("The username of a Django user to create with this account."),
+    )
+    email = forms.EmailField(
+        required=False,
+        label=_("Email address"),
+        help_text=_("Of the new user (optional)."),
+    )
+    password1, password2 = SetPasswordMixin.create_password_fields()
+
+    #: The user submitting the form; set by the admin's get_form.
+    request_user = None
+
+    class Meta:
+        model = FTPUserAccount
+        fields = [
+            "group",
+            "home_directory",
+            "permission",
+            "is_enabled",
+            "expires_at",
+            "require_tls",
+            "max_sessions",
+            "allowed_networks",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user_model = get_user_model()
+        self.username_field = self.user_model.USERNAME_FIELD
+        users = self.user_model._default_manager.order_by(self.username_field)
+        choice = self.fields["existing_user"]
+        # Any user validates (so that one with an account gets a clear error
+        # rather than "not one of the available choices"); the list offers
+        # those without an account.
+        choice.queryset = users
+        choice.widget.choices = [
+            ("", "---------"),
+            *(
+                (user.pk, user.get_username())
+                for user in users.filter(ftp_account__isnull=True)
+            ),
+        ]
+        for name in ("password1", "password2"):
+            self.fields[name].required = False
+        self.fields["password1"].help_text = format_lazy(
+            "{} {}",
+            _(
+                "Required for a new user; for an existing user, blank keeps "
+                "their password."
+            ),
+            self.fields["password1"].help_text,
+        )
+        if self.user_model.get_email_field_name() not in {
+            f.name for f in self.user_model._meta.fields
+        }:
+            del self.fields["email"]
+
+    def clean_existing_user(self):
+        user = self.cleaned_data.get("existing_user")
+        if user is not None and FTPUserAccount.objects.filter(user=user).exists():
+            raise ValidationError(
+                _(
+                    "User %(username)r already has an FTP account; edit that "
+                    "account instead, or pick another user."
+                ),
+                code="has_account",
+                params={"username": user.get_username()},
+            )
+        return user
+
+    def clean_new_username(self):
+        username = self.cleaned_data.get("new_username")
+        if not username:
+            return ""
+        field = self.user_model._meta.get_field(self.username_field)
+        try:
+            field.clean(username, None)
+        except ValidationError as exc:
+            raise ValidationError(
+                _("Username %(value)r is not valid: %(reason)s"),
+                code="invalid_username",
+                params={"value": username, "reason": " ".join(exc.messages)},
+            ) from exc
+        # As Django's UserCreationForm: no two names that differ only in case.
+        taken = (
+            self.user_model._default_manager.filter(
+                **{f"{self.username_field}__iexact": username}
+            )
+            .values_list(self.username_field, flat=True)
+            .first()
+        )
+        if taken is not None:
+            raise ValidationError(
+                _(
+                    "The username %(value)r is taken (by %(taken)r); pick that user "
+                    "under Existing user, or type another username."
+                ),
+                code="username_taken",
+                params={"value": username, "taken": taken},
+            )
+        return username
+
+    def clean(self):
+        cleaned = super().clean()
+        existing = cleaned.get("existing_user")
+        new = cleaned.get("new_username")
+        if existing is not None and new:
+            self.add_error(
+                None,
+                ValidationError(
+                    _(
+                        "Pick an existing user or type a new username, not both "
+                        "(got %(existing)r and %(new)r)."
+                    ),
+                    code="two_users",
+                    params={"existing": existing.get_username(), "new": new},
+                ),
+            )
+        elif (
+            existing is None
+            and not new
+            and not {"existing_user", "new_username"} & set(self.errors)
+        ):
+            self.add_error(
+                None,
+                ValidationError(
+                    _(
+                        "Pick an existing user or type a username for a new user; "
+                        "both are blank."
+                    ),
+                    code="no_user",
+                ),
+            )
+        if cleaned.get("password1") and not cleaned.get("password2"):
+            self.add_error(
+                "password2",
+                ValidationError(
+                    _("Type the same password again, to confirm it."),
+                    code="required",
+                ),
+            )
+        if new and not cleaned.get("password1"):
+            self.add_error(
+                "password1",
+                ValidationError(
+                    _("The new user %(username)r needs a password."),
+                    code="required",
+                    params={"username": new},
+                ),
+            )
+        if existing is not None and cleaned.get("email"):
+            self.add_error(
+                "email",
+                ValidationError(
+                    _(
+                        "An email address is for a new user; %(username)r keeps "
+                        "theirs (change it on their user page)."
+                    ),
+                    code="email_for_new_user",
+                    params={"username": existing.get_username()},
+                ),
+            )
+        if (
+            existing is not None
+            and cleaned.get("password1")
+            and not may_manage_user(self.request_user, existing)
+        ):
+            self.add_error(
+                "password1",
+                ValidationError(
+                    _(
+                        "%(username)r is a staff user: setting their password needs "
+                        "the permission to change users. Leave it blank to keep it."
+                    ),
+                    code="staff_password",
+                    params={"username": existing.get_username()},
+                ),
+            )
+        self.validate_passwords()
+        return cleaned
+
+    def _post_clean(self):
+        super()._post_clean()
+        # As Django's user creation form: the validators compare the password
+        # with the user's attributes, so they run once those are known.
+        user = self.user()
+        if user is not None:
+            self.validate_password_for_user(user)
+
+    def user(self):
+        """Return the chosen user, or an unsaved new one; None if neither is valid."""
+        existing = self.cleaned_data.get("existing_user")
+        if existing is not None:
+            return existing
+        username = self.cleaned_data.get("new_username")
+        if not username:
+            return None
+        if getattr(self, "_new_user", None) is None:
+            self._new_user = self.user_model(**{self.username_field: username})
+            if self.cleaned_data.get("email"):
+                setattr(
+                    self._new_user,
+                    self.user_model.get_email_field_name(),
+                    self.cleaned_data["email"],
+                )
+        return self._new_user
+
+    def save_user(self):
+        """Create the new user, or set the chosen user's password; return it."""
+        user = self.user()
+        if user.pk is None or self.cleaned_data.get("password1"):
+            self.set_password_and_save(user)
+        return user
+
+
+class ExpiryField(forms.SplitDateTimeField):
+    """A date and a time, both blank for "never"; errors quote what was typed."""
+
+    def clean(self, value):
+        try:
+            return super().clean(value)
+        except ValidationError:
+            typed = " ".join(str(v) for v in (value or ()) if v)
+            raise ValidationError(
+                _(
+                    "%(value)r is not a date and time; expected a date such as "
+                    "2026-12-31 and a time such as 23:59, or both blank to clear "
+                    "the expiry."
+                ),
+                code="invalid",
+                params={"value": typed},
+            ) from None
+
+
+class SetExpiryForm(forms.Form):
+    """The intermediate page of the "set expiry" action."""
+
+    expires_at = ExpiryField(
+        label=_("Expires at"),
+        required=False,
+        widget=admin_widgets.AdminSplitDateTime,
+        help_text=_(
+            "No login from this time on. Leave date and time blank to clear the "
+            "expiry: the accounts never expire."
+        ),
+    )
