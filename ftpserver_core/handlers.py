@@ -149,8 +149,10 @@ class DjangoHandlerMixin:
             self.found_terminator()
 
     def flush_account(self):
-        self._end_session()
+        # pyftpdlib sends on_logout from here: its receivers still see the
+        # session's policy (account, group), as at QUIT.
         super().flush_account()
+        self._end_session()
 
     def _end_session(self):
         if self.policy is not None:

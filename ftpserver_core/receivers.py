@@ -80,16 +80,17 @@ def _login_failed(sender, handler, username=None, reason="", **kwargs):
 
 def _server_event(event):
     def receiver(sender, server, host, port, **kwargs):
-        if not _enabled(event):
-            return
-        audit.record(
-            time=datetime.now(UTC),
-            event=event,
-            remote_ip=None,
-            ftp_path=f"{host}:{port}",
-            node=audit.node_name(),
-        )
+        if _enabled(event):
+            audit.record(
+                time=datetime.now(UTC),
+                event=event,
+                remote_ip=None,
+                ftp_path=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                node=audit.node_name(),
+            )
         if event == Event.SERVER_STOPPED:
+            # Even when this event is not recorded: the server's last records
+            # must reach the database (or the spool) before the process exits.
             audit.writer.flush()
 
     receiver.__name__ = f"audit_{event}"

@@ -13,13 +13,18 @@ _RELATIVE = re.compile(r"^(\d+)d$")
 def parse_before(value):
     """Return an aware datetime from an ISO date/datetime or 'Nd' (N days ago)."""
     match = _RELATIVE.match(value.strip())
-    if match:
-        return timezone.now() - datetime.timedelta(days=int(match[1]))
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value)
-        if day is not None:
-            moment = datetime.datetime.combine(day, datetime.time.min)
+    moment = None
+    try:
+        if match:
+            return timezone.now() - datetime.timedelta(days=int(match[1]))
+        # Well-formed but impossible values (2024-02-30, 25:00) raise.
+        moment = parse_datetime(value)
+        if moment is None:
+            day = parse_date(value)
+            if day is not None:
+                moment = datetime.datetime.combine(day, datetime.time.min)
+    except (ValueError, OverflowError):
+        moment = None
     if moment is None:
         raise CommandError(
             f"--before {value!r} is not a date; expected YYYY-MM-DD, an ISO "
@@ -50,6 +55,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, before, yes, batch_size, **options):
+        if batch_size < 1:
+            raise CommandError(f"--batch-size must be at least 1, not {batch_size}.")
         cutoff = parse_before(before)
         old = AuditEvent.objects.filter(time__lt=cutoff)
         count = old.count()
@@ -62,9 +69,13 @@ class Command(BaseCommand):
                     f"{count} audit records before {cutoff.isoformat()} would be "
                     "deleted; add --yes to confirm without a prompt."
                 )
-            answer = input(
-                f"Delete {count} audit records before {cutoff.isoformat()}? [y/N] "
-            )
+            try:
+                answer = input(
+                    f"Delete {count} audit records before {cutoff.isoformat()}? [y/N] "
+                )
+            except EOFError:  # Ctrl-D: no
+                answer = ""
+                self.stdout.write("")
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("Nothing deleted.")
         deleted = 0
