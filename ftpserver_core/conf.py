@@ -69,9 +69,12 @@ DEFAULTS = {
     "AUDIT_ENABLED": True,
     # Event types to record (AuditEvent.Event values). None: all of them.
     "AUDIT_EVENTS": None,
-    # The audit writer inserts every AUDIT_INTERVAL seconds or BATCH_SIZE records.
+    # The audit writer inserts every AUDIT_INTERVAL seconds, or sooner once
+    # AUDIT_BATCH_SIZE records wait. Few large batches cost the FTP loop less
+    # than many small ones (tests/benchmarks: DELE of small files at 0.49x
+    # bare pyftpdlib with 500 on PostgreSQL, 0.94x with 5000).
     "AUDIT_INTERVAL": 0.2,
-    "AUDIT_BATCH_SIZE": 500,
+    "AUDIT_BATCH_SIZE": 5000,
     # Records kept in memory at most; past it they go straight to the spool.
     "AUDIT_MAX_QUEUE": 100_000,
     # Retries of a failed insert before a batch is spooled to disk.

@@ -1,6 +1,42 @@
 """Benchmark settings: the test settings with Django's default password hasher."""
 
+import os
+
 from tests.settings import *  # noqa: F403
 
 del PASSWORD_HASHERS  # noqa: F821  (Django's default: PBKDF2, as in production)
 FTPSERVER_AUTH_FAILED_DELAY = 3.0
+
+# The product's apps only: the test suite's recording receivers would keep
+# every signal call in memory and add work to every FTP event.
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "tests.receiver_app"]  # noqa: F405
+
+# As the standalone suite (ftpadmin/settings.py) logs: the server's own
+# messages, and pyftpdlib's warnings only, not a line per FTP command.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "ftpserver_core": {"handlers": ["console"], "level": "INFO"},
+        "pyftpdlib": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
+
+# Benchmark variants, e.g. BENCH_AUDIT=0 to measure without the audit trail.
+FTPSERVER_AUDIT_ENABLED = os.environ.get("BENCH_AUDIT", "1") == "1"
+# run.py starts one server with FTPSERVER_CREDENTIAL_CACHE_TTL=0 (every login
+# hashes) beside one with the default cache.
+if "FTPSERVER_CREDENTIAL_CACHE_TTL" in os.environ:
+    FTPSERVER_CREDENTIAL_CACHE_TTL = int(os.environ["FTPSERVER_CREDENTIAL_CACHE_TTL"])
+if os.environ.get("BENCH_TMP"):
+    FTPSERVER_AUDIT_SPOOL_DIR = os.path.join(
+        os.environ["BENCH_TMP"], f"audit-spool-{os.getpid()}"
+    )
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # As the standalone suite runs SQLite (ftpadmin/settings.py): WAL, so the
+    # audit writer's commits append to the log instead of syncing the file.
+    DATABASES["default"]["OPTIONS"].update(  # noqa: F405
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        transaction_mode="IMMEDIATE",
+    )

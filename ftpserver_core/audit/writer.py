@@ -1,49 +1,23 @@
-"""The audit writer: FTP events become database rows, off the IO loop.
-
-Receivers call :func:`record`, which appends a dict to an in-memory queue
-(microseconds). A background thread bulk-inserts the queue every
-``FTPSERVER_AUDIT_INTERVAL`` seconds or ``FTPSERVER_AUDIT_BATCH_SIZE``
-records. When the database fails it retries; when it stays down, batches go
-to a spool file (JSON lines) that is replayed once the database answers
-again, and at the next start. A graceful stop flushes everything. The queue
-is bounded: past ``FTPSERVER_AUDIT_MAX_QUEUE`` records, new ones go straight
-to the spool, so memory stays bounded and nothing is dropped.
-
-Spool files are ``spool-<pid>-<n>.jsonl`` in ``FTPSERVER_AUDIT_SPOOL_DIR``;
-any process may replay any of them (it holds an exclusive ``flock`` on the
-file while it does). A writer never waits for that lock: when a replayer holds
-its file, it starts a new one. A line that cannot be read back goes, as is, to
-``<spool file>.bad``; a record that the database refuses as invalid even
-after cleaning goes to ``rejected-<pid>-<n>.jsonl.bad``. Both are logged;
-fix such a file and rename it to ``spool-<anything>.jsonl`` to replay it.
-"""
+"""The audit writer thread: queued records become rows in batches."""
 
 import atexit
 import collections
-import datetime
-import fcntl
-import itertools
-import json
 import logging
 import os
-import socket
 import tempfile
 import threading
 import time
 
-from django.db import (
-    DataError,
-    Error,
-    IntegrityError,
-    close_old_connections,
-    connection,
-)
+from django.db import DataError, Error, IntegrityError, connection
 
-from .conf import settings
+from ..conf import settings
+from . import rows
+from .spool import Spool
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ftpserver_core.audit")
 
-_DATETIME_FIELDS = ("time",)
+# Seconds after which the writer closes its unused database connection.
+CONNECTION_IDLE = 30.0
 
 
 def _bad_data(exc):
@@ -56,277 +30,6 @@ def _bad_data(exc):
     the records and retry later.
     """
     return isinstance(exc, DataError | IntegrityError) or not isinstance(exc, Error)
-
-
-_HOSTNAME = socket.gethostname()
-
-
-def node_name():
-    """Return this server node's name (FTPSERVER_NODE_NAME or the host name)."""
-    return settings.NODE_NAME or _HOSTNAME
-
-
-def _encode(record):
-    return json.dumps(
-        {
-            k: (v.isoformat() if isinstance(v, datetime.datetime) else v)
-            for k, v in record.items()
-        },
-        separators=(",", ":"),
-    )
-
-
-def _decode(line):
-    record = json.loads(line)
-    if not isinstance(record, dict):
-        raise ValueError(f"a spool line holds a {type(record).__name__}, not a record")
-    for name in _DATETIME_FIELDS:
-        if isinstance(record.get(name), str):
-            record[name] = datetime.datetime.fromisoformat(record[name])
-    return record
-
-
-_TEXT_LIMITS = None
-
-
-def _text_limits():
-    """Return {field name: max_length or None} of AuditEvent's text fields."""
-    global _TEXT_LIMITS
-    if _TEXT_LIMITS is None:
-        from django.db import models
-
-        from .models import AuditEvent
-
-        _TEXT_LIMITS = {
-            f.attname: f.max_length
-            for f in AuditEvent._meta.concrete_fields
-            if isinstance(f, models.CharField | models.TextField)
-        }
-    return _TEXT_LIMITS
-
-
-def _clean(record):
-    """Return ``record`` made storable: no NUL, valid UTF-8, within max_length.
-
-    Client-supplied text (a username typed at USER, a path) may hold what a
-    database refuses; the record is kept, with those characters replaced.
-    """
-    limits = _text_limits()
-    cleaned = {}
-    for name, value in record.items():
-        if isinstance(value, str) and name in limits:
-            value = str(value)
-            if "\x00" in value:
-                value = value.replace("\x00", "\ufffd")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates
-                value = value.encode("utf-8", "replace").decode("utf-8")
-            limit = limits[name]
-            if limit and len(value) > limit:
-                value = value[:limit]
-        cleaned[name] = value
-    return cleaned
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-class Spool:
-    """Append-only JSON-lines files that hold records while the database is down."""
-
-    _names = itertools.count()
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.pid = os.getpid()
-        # Serializes this process's appenders (the IO loop and the writer
-        # thread); they only ever wait for each other's disk writes.
-        self._lock = threading.Lock()
-        self.path = self._new_path("spool-", ".jsonl")
-        self.rejected_path = self._new_path("rejected-", ".jsonl.bad")
-
-    def _new_path(self, prefix, suffix):
-        return os.path.join(
-            self.directory,
-            f"{prefix}{self.pid}-{time.time_ns()}-{next(self._names)}{suffix}",
-        )
-
-    def append(self, records):
-        """Write ``records`` durably to this process's spool file.
-
-        Never waits for another process: if a replayer holds the current
-        file, the records go to a new one.
-        """
-        data = "".join(_encode(r) + "\n" for r in records).encode()
-        with self._lock:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            while True:
-                fd = os.open(
-                    self.path,
-                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                    0o600,
-                )
-                try:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        # A replayer is writing this file to the database.
-                        self.path = self._new_path("spool-", ".jsonl")
-                        continue
-                    # A replayer may have taken and removed or replaced it.
-                    try:
-                        same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-                    except FileNotFoundError:
-                        same = False
-                    if not same:
-                        continue
-                    size = os.fstat(fd).st_size
-                    try:
-                        _write_all(fd, data)
-                        os.fsync(fd)
-                    except OSError:
-                        # No half line that would glue to the next record.
-                        try:
-                            os.ftruncate(fd, size)
-                        except OSError:
-                            pass
-                        raise
-                    return
-                finally:
-                    os.close(fd)
-
-    def reject(self, records, error):
-        """Keep records the database refused, as JSON lines, in a .bad file."""
-        logger.error(
-            "The database refused %d audit record(s) (%s); kept in %s.",
-            len(records),
-            error,
-            self.rejected_path,
-        )
-        self._keep_bad(self.rejected_path, [_encode(r).encode() for r in records])
-
-    def _keep_bad(self, bad_path, lines):
-        with self._lock:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd = os.open(
-                bad_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
-            try:
-                _write_all(fd, b"".join(line.rstrip(b"\r\n") + b"\n" for line in lines))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def pending_files(self):
-        """Return every spool file in the directory (this and other processes')."""
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
-        return [
-            os.path.join(self.directory, n)
-            for n in names
-            if n.startswith("spool-") and n.endswith(".jsonl")
-        ]
-
-    def replay(self, write, stop=None):
-        """Hand every spooled record to ``write(batch)``; remove files it took.
-
-        ``write`` returns the records of ``batch`` it could not write (an
-        empty list when all are in the database). Returns the number of
-        records replayed. Stops at the first failure, or when ``stop()``
-        turns true between batches, leaving the rest (in its file) for later.
-        Files another process holds are skipped.
-        """
-        total = 0
-        for path in self.pending_files():
-            if stop is not None and stop():
-                break
-            count, complete = self._replay_file(path, write, stop)
-            total += count
-            if not complete:
-                break
-        return total
-
-    def _replay_file(self, path, write, stop=None):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return 0, True
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0, True  # another process is replaying it
-            try:
-                if os.stat(path).st_ino != os.fstat(fd).st_ino:
-                    return 0, True  # replaced meanwhile: the next pass takes it
-            except FileNotFoundError:
-                return 0, True
-            batch_size = max(1, settings.AUDIT_BATCH_SIZE)
-            total = 0
-            bad = []  # (offset, line number, raw line, error)
-            batch = []
-            offset = 0
-            with os.fdopen(os.dup(fd), "rb") as fh:
-                lines = enumerate(fh, 1)
-                for lineno, line in itertools.chain(lines, [(None, None)]):
-                    if line is not None:
-                        start, offset = offset, offset + len(line)
-                        if not line.strip():
-                            continue
-                        try:
-                            batch.append(_decode(line))
-                        except ValueError as exc:
-                            bad.append((start, lineno, line, exc))
-                        if len(batch) < batch_size:
-                            continue
-                    elif not batch:
-                        break
-                    rest = write(batch)
-                    total += len(batch) - len(rest)
-                    batch = []
-                    if rest or (line is not None and stop is not None and stop()):
-                        # Keep what is not in the database yet: the rest of
-                        # this batch, then the lines not read so far.
-                        self._keep_bad_lines(path, [b for b in bad if b[0] < offset])
-                        self._rewrite(path, rest, fh, offset)
-                        return total, False
-            self._keep_bad_lines(path, bad)
-            os.unlink(path)
-            return total, True
-        finally:
-            os.close(fd)
-
-    def _keep_bad_lines(self, path, bad):
-        if not bad:
-            return
-        for _, lineno, _line, exc in bad:
-            logger.error(
-                "Unreadable line %d of the audit spool %s (%s): kept in %s.bad.",
-                lineno,
-                path,
-                exc,
-                path,
-            )
-        self._keep_bad(path + ".bad", [line for _, _, line, _ in bad])
-
-    @staticmethod
-    def _rewrite(path, records, fh, offset):
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as out:
-            out.writelines((_encode(r) + "\n").encode() for r in records)
-            fh.seek(offset)
-            while chunk := fh.read(1 << 20):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
 
 
 class _Marker:
@@ -357,6 +60,7 @@ class AuditWriter:
         self._inflight = None
         self._inflight_since = 0.0
         self._inflight_spooled = False
+        self._last_insert = 0.0
         self.written = 0
         self.spooled = 0
         self.rejected = 0
@@ -475,6 +179,7 @@ class AuditWriter:
                 drained = self._drain()
                 if not self._stopping:
                     self._maybe_replay()
+                    self._close_idle_connection()
                 with self._lock:
                     if self._stopping and (not self._queue or not drained):
                         if self._thread is threading.current_thread():
@@ -622,15 +327,22 @@ class AuditWriter:
             self.written += 1
         return []
 
-    @staticmethod
-    def _insert(batch):
-        from .models import AuditEvent
+    def _insert(self, batch):
+        # The connection stays open while records flow (a connect per batch
+        # costs PostgreSQL milliseconds of the loop's GIL time); one unused
+        # for a while may have been dropped by the server: start afresh.
+        now = time.monotonic()
+        if now - self._last_insert > CONNECTION_IDLE:
+            self._discard_connection()
+        rows.insert(batch)
+        self._last_insert = time.monotonic()
 
-        close_old_connections()
-        AuditEvent.objects.bulk_create([AuditEvent(**_clean(r)) for r in batch])
-        # As at the end of a request: with CONN_MAX_AGE = 0 no connection
-        # stays open between batches.
-        close_old_connections()
+    def _close_idle_connection(self):
+        if (
+            connection.connection is not None
+            and time.monotonic() - self._last_insert > CONNECTION_IDLE
+        ):
+            self._discard_connection()
 
     def _mark_up(self):
         if self._db_down_since is not None:
@@ -656,20 +368,3 @@ class AuditWriter:
             connection.close()
         except Exception:  # noqa: S110  (a broken connection may fail to close)
             pass
-
-
-writer = AuditWriter()
-
-
-def record(**fields):
-    """Queue one audit record (called by the receivers, on the IO loop)."""
-    writer.put(fields)
-
-
-def _reset_in_child():
-    # A forked worker must not share (or think it has) the parent's writer
-    # thread, queue or spool file.
-    writer.__init__()
-
-
-os.register_at_fork(after_in_child=_reset_in_child)
