@@ -125,6 +125,11 @@ class FTPUserAccountResource(resources.ModelResource):
         self.email_field = next(
             (f for f in self.user_model._meta.fields if f.name == email_name), None
         )
+        # The import preview (and skip_unchanged) read a field through its
+        # attribute, not through dehydrate_*: point both at the user.
+        self.fields["username"].attribute = f"user__{self.username_field}"
+        if self.email_field is not None:
+            self.fields["email"].attribute = f"user__{self.email_field.name}"
         self._rows_of = {}
         self._passwords = {}
 
