@@ -422,3 +422,42 @@ def test_the_server_session_count_follows_the_connections(live_ftp, make_account
     clients[2].login("alice", PASSWORD)  # USER again: the old session ends
     assert authorizer.session_count(account.pk) == 1
     clients[2].quit()
+
+
+# --- database connections of the login threads
+
+
+@pytest.fixture
+def login_connections():
+    """Count the database connections the login threads open."""
+    opened = []
+
+    def on_connection_created(sender, connection, **kwargs):
+        if threading.current_thread().name.startswith("ftpserver-auth"):
+            opened.append(threading.current_thread().name)
+
+    connection_created.connect(on_connection_created, weak=False)
+    yield opened
+    connection_created.disconnect(on_connection_created)
+
+
+def logins(server, n):
+    for _ in range(n):
+        ftp = server.client("alice")
+        ftp.quit()
+
+
+@pytest.mark.parametrize("max_age, most", [(0, 6), (60, 2)])
+def test_login_threads_follow_conn_max_age(
+    settings, monkeypatch, ftp_server, make_account, login_connections, max_age, most
+):
+    # CONN_MAX_AGE 0: a connection per login, as per request; 60: each login
+    # thread (two here) keeps its own across logins.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", max_age)
+    settings.FTPSERVER_CREDENTIAL_CACHE_TTL = 0
+    make_account("alice")
+    server = ftp_server()
+    logins(server, 6)
+    assert 1 <= len(login_connections) <= most
+    if max_age == 0:
+        assert len(login_connections) == 6

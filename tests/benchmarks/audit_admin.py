@@ -114,36 +114,37 @@ def event_row(i):
     )
 
 
-def fill(rows):
+def fill(rows, row=None):
+    """Fill the audit table with ``rows`` records of ``row(i)`` (kept if there).
+
+    Return the seconds spent inserting (0 when the table was already full).
+    """
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
-    from django.db import transaction
+    from django.db import connection, transaction
 
     from ftpserver_core.models import AuditEvent, FTPUserGroup
 
+    row = row or event_row
     call_command("migrate", verbosity=0)
     for n in range(8):
         FTPUserGroup.objects.get_or_create(name=f"group{n}")
     user_model = get_user_model()
     if not user_model.objects.filter(username="bench").exists():
         user_model.objects.create_superuser("bench", "bench@example.com", "bench")
-    have = AuditEvent.objects.count()
-    if have == rows:
-        print(f"{rows:,} audit rows already there")
-        return
+    if AuditEvent.objects.count() == rows:
+        return 0.0
     AuditEvent.objects.all().delete()
     started = time.perf_counter()
     batch = 10_000
     for offset in range(0, rows, batch):
         with transaction.atomic():
             AuditEvent.objects.bulk_create(
-                [event_row(i) for i in range(offset, min(offset + batch, rows))]
+                [row(i) for i in range(offset, min(offset + batch, rows))]
             )
-    print(f"inserted {rows:,} audit rows in {time.perf_counter() - started:.0f} s")
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+    return time.perf_counter() - started
 
 
 def measure(client, url, rounds):

@@ -1,40 +1,78 @@
-"""Create the benchmark accounts (probe, u0..uN-1) with the default hasher.
+"""The benchmark accounts: probe and u0..uN-1, password ``pw-<name>``.
 
-usage: python -m tests.benchmarks.fixtures ROOT N_USERS
+Their PBKDF2 hashes (Django's default hasher and iterations) are made once by
+:func:`make_hashes`, kept in the temp dir for the next run, and given to every
+server that uses Django (ours on each database, django-ftpserver).
+
+usage: python -m tests.benchmarks.fixtures ROOT HASHES_JSON
+(migrates and creates the accounts of our server in DATABASE_URL's database,
+homes under ROOT/{username}, group permission elradfmwMT)
 """
 
+import json
 import os
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import django
+
+
+def account_names(n_users):
+    return ["probe"] + [f"u{i}" for i in range(n_users)]
+
+
+def password(name):
+    return "pw-" + name
+
+
+def make_hashes(names):
+    """Return {name: Django PBKDF2 hash of its password}, cached across runs."""
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    hasher = PBKDF2PasswordHasher()
+    cache = Path(tempfile.gettempdir()) / (
+        f"ftpsuite_bench_hashes-{hasher.algorithm}-{hasher.iterations}.json"
+    )
+    try:
+        hashes = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        hashes = {}
+    missing = [n for n in names if n not in hashes]
+    if missing:
+        # PBKDF2 releases the GIL: one thread per core.
+        with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+            made = pool.map(
+                lambda n: hasher.encode(password(n), hasher.salt()), missing
+            )
+            hashes.update(zip(missing, made, strict=True))
+        cache.write_text(json.dumps(hashes))
+    return {n: hashes[n] for n in names}
 
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.benchmarks.settings")
     django.setup()
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
     from django.core.management import call_command
 
     from ftpserver_core.models import FTPUserAccount, FTPUserGroup, HomeDirectory
 
-    root, n_users = sys.argv[1], int(sys.argv[2])
+    root, hashes = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
     call_command("migrate", verbosity=0)
-    names = ["probe"] + [f"u{i}" for i in range(n_users)]
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        hashes = list(pool.map(lambda n: make_password("pw-" + n), names))
     home, _ = HomeDirectory.objects.get_or_create(path=os.path.join(root, "{username}"))
     group, _ = FTPUserGroup.objects.get_or_create(
         name="bench", defaults={"permission": "elradfmwMT", "home_directory": home}
     )
     user_model = get_user_model()
-    for name, hashed in zip(names, hashes, strict=True):
+    for name, hashed in hashes.items():
         user, _ = user_model.objects.update_or_create(
             username=name, defaults={"password": hashed}
         )
         FTPUserAccount.objects.get_or_create(user=user, defaults={"group": group})
-    print(f"{len(names)} accounts ready")
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+    print(f"{len(hashes)} accounts ready")
 
 
 if __name__ == "__main__":

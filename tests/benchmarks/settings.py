@@ -33,6 +33,8 @@ if os.environ.get("BENCH_TMP"):
     FTPSERVER_AUDIT_SPOOL_DIR = os.path.join(
         os.environ["BENCH_TMP"], f"audit-spool-{os.getpid()}"
     )
+# As the standalone suite (ftpadmin/settings.py): persistent connections.
+DATABASES["default"].update(CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True)  # noqa: F405
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # As the standalone suite runs SQLite (ftpadmin/settings.py): WAL, so the
     # audit writer's commits append to the log instead of syncing the file.
