@@ -11,7 +11,12 @@ import logging
 import threading
 
 from django.contrib.auth import authenticate, get_user_model
-from django.db import close_old_connections
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
 from django.utils import timezone
 
 from .conf import settings
@@ -49,7 +54,17 @@ class DjangoAuthorizer:
         """
         close_old_connections()
         try:
-            policy = self._login(username, password, remote_ip, tls)
+            try:
+                reused = connection.connection is not None
+                policy = self._login(username, password, remote_ip, tls)
+            except (InterfaceError, OperationalError):
+                if not reused:
+                    raise
+                # A kept connection (CONN_MAX_AGE) the database closed since
+                # the last login, with no health check to notice: once more
+                # on a new one.
+                connection.close()
+                policy = self._login(username, password, remote_ip, tls)
         except LoginRefused as refused:
             logger.info(
                 "FTP login refused for %r from %s: %s", username, remote_ip, refused

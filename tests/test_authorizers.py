@@ -461,3 +461,32 @@ def test_login_threads_follow_conn_max_age(
     assert 1 <= len(login_connections) <= most
     if max_age == 0:
         assert len(login_connections) == 6
+
+
+@pytest.mark.skipif(
+    connections["default"].vendor != "postgresql",
+    reason="terminates PostgreSQL backends",
+)
+@pytest.mark.parametrize("checks", [True, False])
+def test_a_login_thread_reconnects_when_its_kept_connection_died(
+    settings, monkeypatch, ftp_server, make_account, checks
+):
+    # With persistent connections, the database may close one while it sits
+    # in a login thread (restart, idle timeout): the next login must not fail,
+    # with Django's health checks or without them.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
+    monkeypatch.setitem(connections.settings["default"], "CONN_HEALTH_CHECKS", checks)
+    settings.FTPSERVER_CREDENTIAL_CACHE_TTL = 0
+    make_account("alice")
+    server = ftp_server()
+    logins(server, 4)
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchall(), "no other connection to terminate"
+    for _ in range(4):
+        ftp = server.client()
+        assert ftp.login("alice", PASSWORD).startswith("230")
+        ftp.quit()
