@@ -10,6 +10,40 @@ from django.utils.translation import gettext_lazy as _
 
 from ftpserver_core.models import FTPUserAccount
 
+#: An FTP account's own settings, in the order every admin form and the
+#: import/export show them: its access, then its limits.
+ACCESS_FIELDS = ["group", "home_directory", "permission", "is_enabled", "expires_at"]
+LIMIT_FIELDS = ["require_tls", "max_sessions", "allowed_networks"]
+ACCOUNT_FIELDS = ACCESS_FIELDS + LIMIT_FIELDS
+
+
+def validate_new_username(username):
+    """Raise ValidationError unless the user model's username field accepts it."""
+    user_model = get_user_model()
+    field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    try:
+        field.clean(username, None)
+    except ValidationError as exc:
+        raise ValidationError(
+            _("Username %(value)r is not valid: %(reason)s"),
+            code="invalid_username",
+            params={"value": username, "reason": " ".join(exc.messages)},
+        ) from exc
+
+
+def username_taken(username):
+    """Return the existing username equal to ``username`` but for case, or None.
+
+    As Django's UserCreationForm: no two users whose names differ only in case.
+    """
+    user_model = get_user_model()
+    name = user_model.USERNAME_FIELD
+    return (
+        user_model._default_manager.filter(**{f"{name}__iexact": username})
+        .values_list(name, flat=True)
+        .first()
+    )
+
 
 def may_manage_user(actor, user):
     """Return whether ``actor`` may set the password or the email of ``user``.
@@ -59,16 +93,7 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
 
     class Meta:
         model = FTPUserAccount
-        fields = [
-            "group",
-            "home_directory",
-            "permission",
-            "is_enabled",
-            "expires_at",
-            "require_tls",
-            "max_sessions",
-            "allowed_networks",
-        ]
+        fields = ACCOUNT_FIELDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -119,23 +144,8 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
         username = self.cleaned_data.get("new_username")
         if not username:
             return ""
-        field = self.user_model._meta.get_field(self.username_field)
-        try:
-            field.clean(username, None)
-        except ValidationError as exc:
-            raise ValidationError(
-                _("Username %(value)r is not valid: %(reason)s"),
-                code="invalid_username",
-                params={"value": username, "reason": " ".join(exc.messages)},
-            ) from exc
-        # As Django's UserCreationForm: no two names that differ only in case.
-        taken = (
-            self.user_model._default_manager.filter(
-                **{f"{self.username_field}__iexact": username}
-            )
-            .values_list(self.username_field, flat=True)
-            .first()
-        )
+        validate_new_username(username)
+        taken = username_taken(username)
         if taken is not None:
             raise ValidationError(
                 _(

@@ -30,7 +30,13 @@ from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV
 
 from ftpadmin.formats import XLSX
-from ftpadmin.forms import FTPAccountAddForm, SetExpiryForm, may_manage_user
+from ftpadmin.forms import (
+    ACCESS_FIELDS,
+    LIMIT_FIELDS,
+    FTPAccountAddForm,
+    SetExpiryForm,
+    may_manage_user,
+)
 from ftpadmin.resources import FTPUserAccountResource
 from ftpserver_core.models import (
     DirectoryRule,
@@ -264,20 +270,9 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
         (None, {"fields": ["user_link", "password_link"]}),
         (
             _("FTP access"),
-            {
-                "fields": [
-                    "group",
-                    "home_directory",
-                    "permission",
-                    "is_enabled",
-                    "expires_at",
-                ]
-            },
+            {"fields": ACCESS_FIELDS},
         ),
-        (
-            _("Limits"),
-            {"fields": ["require_tls", "max_sessions", "allowed_networks"]},
-        ),
+        (_("Limits"), {"fields": LIMIT_FIELDS}),
         (
             _("What the server applies at the next login"),
             {
@@ -308,20 +303,9 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
         (_("Password"), {"fields": ["password1", "password2"]}),
         (
             _("FTP access"),
-            {
-                "fields": [
-                    "group",
-                    "home_directory",
-                    "permission",
-                    "is_enabled",
-                    "expires_at",
-                ]
-            },
+            {"fields": ACCESS_FIELDS},
         ),
-        (
-            _("Limits"),
-            {"fields": ["require_tls", "max_sessions", "allowed_networks"]},
-        ),
+        (_("Limits"), {"fields": LIMIT_FIELDS}),
     ]
     change_password_template = "admin/auth/user/change_password.html"  # noqa: S105
     set_expiry_template = "admin/ftpserver_core/ftpuseraccount/set_expiry.html"

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.utils.module_loading import module_has_submodule
 from django.utils.translation import gettext_lazy as _
 
+from ftpadmin.forms import ACCOUNT_FIELDS
 from ftpserver_core.models import FTPUserAccount
 
 
@@ -26,18 +27,7 @@ class FTPAccountInline(admin.StackedInline):
     show_change_link = True
     verbose_name = _("FTP account")
     verbose_name_plural = _("FTP account")
-    fields = [
-        "group",
-        "home_directory",
-        "permission",
-        "is_enabled",
-        "expires_at",
-        "require_tls",
-        "max_sessions",
-        "allowed_networks",
-        "last_login_at",
-        "last_login_ip",
-    ]
+    fields = [*ACCOUNT_FIELDS, "last_login_at", "last_login_ip"]
     readonly_fields = ["last_login_at", "last_login_ip"]
 
 

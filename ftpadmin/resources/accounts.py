@@ -27,7 +27,12 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from import_export import fields, resources
 
-from ftpadmin.forms import may_manage_user
+from ftpadmin.forms import (
+    ACCOUNT_FIELDS,
+    may_manage_user,
+    username_taken,
+    validate_new_username,
+)
 from ftpserver_core.models import FTPUserAccount, FTPUserGroup, HomeDirectory
 
 from .widgets import (
@@ -97,19 +102,7 @@ class FTPUserAccountResource(resources.ModelResource):
     class Meta:
         model = FTPUserAccount
         name = gettext_lazy("FTP accounts")
-        fields = (
-            "username",
-            "email",
-            "group",
-            "home_directory",
-            "permission",
-            "is_enabled",
-            "expires_at",
-            "require_tls",
-            "max_sessions",
-            "allowed_networks",
-            "password",
-        )
+        fields = ("username", "email", *ACCOUNT_FIELDS, "password")
         export_order = fields
         import_id_fields = ("username",)
         use_transactions = True
@@ -255,24 +248,13 @@ class FTPUserAccountResource(resources.ModelResource):
         # Saved by before_save_instance once the whole row is valid.
         account._ftp_pending = (user, new, changes)
 
-    def _check_new_username(self, username):
-        field = self.user_model._meta.get_field(self.username_field)
+    @staticmethod
+    def _check_new_username(username):
         try:
-            field.clean(username, None)
+            validate_new_username(username)
         except ValidationError as exc:
-            return _("Username %(value)r is not valid: %(reason)s") % {
-                "value": username,
-                "reason": " ".join(exc.messages),
-            }
-        # As Django's UserCreationForm: no two users whose names differ only
-        # in case.
-        clash = (
-            self.user_model._default_manager.filter(
-                **{f"{self.username_field}__iexact": username}
-            )
-            .values_list(self.username_field, flat=True)
-            .first()
-        )
+            return exc.messages[0]
+        clash = username_taken(username)
         if clash is not None:
             return _(
                 "Username %(value)r differs only in case from the existing user "

@@ -8,49 +8,33 @@ from ftpserver_core.models import AuditEvent
 from .widgets import IsoDateTimeWidget
 
 
-def _native(widget_class):
-    # Numbers and booleans stay numbers and booleans: JSON gets 1234, not
-    # "1,234", and CSV gets the plain digits of the size in bytes.
-    return widget_class(coerce_to_string=False)
+def _native(name, widget_class):
+    """Return the column ``name`` as a number or boolean, not as text.
+
+    JSON gets 1234, not "1,234", and CSV the plain digits of a size in bytes.
+    """
+    return fields.Field(
+        attribute=name,
+        column_name=name,
+        widget=widget_class(coerce_to_string=False),
+    )
 
 
 class AuditEventResource(resources.ModelResource):
     """Every column of an audit record; export only."""
 
-    id = fields.Field(
-        attribute="id", column_name="id", widget=_native(widgets.IntegerWidget)
-    )
+    id = _native("id", widgets.IntegerWidget)
     time = fields.Field(
         attribute="time", column_name="time", widget=IsoDateTimeWidget()
     )
     # The raw id: following the loose foreign key would cost a query per row,
     # and fail for deleted accounts.
-    account_id = fields.Field(
-        attribute="account_id",
-        column_name="account_id",
-        widget=_native(widgets.IntegerWidget),
-    )
-    remote_port = fields.Field(
-        attribute="remote_port",
-        column_name="remote_port",
-        widget=_native(widgets.IntegerWidget),
-    )
-    size = fields.Field(
-        attribute="size", column_name="size", widget=_native(widgets.IntegerWidget)
-    )
-    duration = fields.Field(
-        attribute="duration",
-        column_name="duration",
-        widget=_native(widgets.FloatWidget),
-    )
-    success = fields.Field(
-        attribute="success",
-        column_name="success",
-        widget=_native(widgets.BooleanWidget),
-    )
-    tls = fields.Field(
-        attribute="tls", column_name="tls", widget=_native(widgets.BooleanWidget)
-    )
+    account_id = _native("account_id", widgets.IntegerWidget)
+    remote_port = _native("remote_port", widgets.IntegerWidget)
+    size = _native("size", widgets.IntegerWidget)
+    duration = _native("duration", widgets.FloatWidget)
+    success = _native("success", widgets.BooleanWidget)
+    tls = _native("tls", widgets.BooleanWidget)
 
     class Meta:
         model = AuditEvent
