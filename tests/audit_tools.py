@@ -12,15 +12,10 @@ connections opened after ``down()`` and drops the open ones:
 """
 
 import contextlib
-import ftplib
 import json
-import os
-import re
-import signal
 import socket
 import sqlite3
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -32,9 +27,8 @@ from django.test import override_settings
 from ftpserver_core import audit
 from ftpserver_core.models import AuditEvent
 
-from .conftest import PASSWORD, database_url
+from .conftest import database_url
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
@@ -267,75 +261,3 @@ def database_outage():
         yield control
     finally:
         control.restore()
-
-
-BANNER_RE = re.compile(
-    r"^Starting FTP server at ftp://(?P<host>\[[^\]]+\]|[^:/\[]+):(?P<port>\d+)/$",
-    re.M,
-)
-
-
-class FTPServerProcess:
-    """``python -m django ftpserver ADDRESS`` with its output in files."""
-
-    def __init__(self, workdir, env, address="127.0.0.1:0"):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.out_path, self.err_path = workdir / "stdout.txt", workdir / "stderr.txt"
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [PYTHON, "-m", "django", "ftpserver", address],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=env,
-                cwd=REPO_ROOT,
-            )
-        self.host = self.port = None
-
-    @property
-    def stdout(self):
-        return self.out_path.read_text()
-
-    @property
-    def stderr(self):
-        return self.err_path.read_text()
-
-    def wait_started(self, timeout=30):
-        """Wait for the banner; read the real port from it."""
-        match = wait_until(
-            lambda: BANNER_RE.search(self.stdout) or self.proc.poll() is not None,
-            timeout,
-            message=f"no banner: {self.stdout} {self.stderr}",
-        )
-        assert match is not True, f"ftpserver exited: {self.stdout} {self.stderr}"
-        self.host, self.port = match["host"].strip("[]"), int(match["port"])
-        return self
-
-    def client(self, username=None, password=PASSWORD, timeout=10):
-        ftp = ftplib.FTP(timeout=timeout)
-        ftp.connect(self.host, self.port)
-        if username is not None:
-            ftp.login(username, password)
-        return ftp
-
-    def stop(self, signum=signal.SIGTERM, timeout=30):
-        """Send ``signum``; return the exit code."""
-        self.proc.send_signal(signum)
-        return self.proc.wait(timeout)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def python_env(**extra):
-    """Environment of a subprocess that imports the project and tests.settings."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
-        PYTHONPATH=str(REPO_ROOT),
-        DATABASE_URL=database_url(),
-    )
-    env.update(extra)
-    return env

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 
 from ftpserver_core import signals
@@ -179,3 +180,12 @@ def database_url():
     port = s.get("PORT") or 5432
     password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
     return f"postgres://{user}{password}@{host}:{port}/{s['NAME']}"
+
+
+@pytest.fixture
+def audit_viewer(client, db):
+    """A test client logged in as staff whose only permission is viewing the audit."""
+    user = get_user_model().objects.create_user("auditor", password="x", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    client.force_login(user)
+    return client

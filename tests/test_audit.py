@@ -10,7 +10,6 @@ import datetime
 import io
 import json
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -26,19 +25,17 @@ from ftpserver_core.models import AuditEvent
 from .audit_tools import (
     DOWN_TIMEOUT,
     PYTHON,
-    REPO_ROOT,
-    FTPServerProcess,
     audit_rows,
     count_by_event,
     database_outage,
     is_sqlite,
     own_spool,
-    python_env,
     spool_files,
     spooled_records,
     wait_until,
 )
 from .conftest import PASSWORD
+from .processes import REPO_ROOT, ServerProcess, command_env
 
 UTC = datetime.UTC
 
@@ -76,14 +73,11 @@ def write_settings(tmp_path, **values):
         # connections do.
         lines.append('DATABASES["default"]["OPTIONS"] = {"timeout": 0.3}')
     (directory / "audit_settings.py").write_text("\n".join(lines) + "\n")
-    return python_env(
-        DJANGO_SETTINGS_MODULE="audit_settings",
-        PYTHONPATH=os.pathsep.join([str(directory), str(REPO_ROOT)]),
-    )
+    return command_env(directory, DJANGO_SETTINGS_MODULE="audit_settings")
 
 
 def start_ftpserver(tmp_path, env, name="server"):
-    return FTPServerProcess(tmp_path / name, env).wait_started()
+    return ServerProcess(["127.0.0.1:0"], tmp_path / name, env).wait_started()
 
 
 def unique_rows():
@@ -127,7 +121,7 @@ def test_sigterm_loses_no_queued_record(transactional_db, make_account, tmp_path
         # Everything is still queued in the server's memory.
         time.sleep(0.3)
         assert AuditEvent.objects.count() == 0
-        assert server.stop(signal.SIGTERM) == 0
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         server.kill()
     assert "FTP server stopped." in server.stdout
@@ -174,7 +168,7 @@ def test_sigterm_during_an_outage_spools_and_the_next_start_replays(
         # The running server spools what the database refuses.
         wait_until(lambda: len(spooled_records(spool_dir)) == 22, timeout=20)
         ftp.quit()
-        assert server.stop(signal.SIGTERM) == 0
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         server.kill()
     # server_stopped, logout and disconnect were spooled at the stop.
@@ -188,7 +182,7 @@ def test_sigterm_during_an_outage_spools_and_the_next_start_replays(
         # Replayed at the start, without any new event but server_started.
         wait_until(lambda: AuditEvent.objects.count() == 3 + 25 + 1, timeout=20)
         wait_until(lambda: spool_files(spool_dir) == [])
-        assert server.stop(signal.SIGTERM) == 0
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         server.kill()
     assert count_by_event() == {
@@ -421,7 +415,7 @@ def test_a_spool_left_by_a_previous_process_is_replayed_at_the_next_start(
     try:
         wait_until(lambda: AuditEvent.objects.filter(node="old-node").count() == 31)
         wait_until(lambda: spool_files(spool_dir) == [])
-        assert server.stop(signal.SIGTERM) == 0
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         server.kill()
     replayed = audit_rows(node="old-node", event="upload")
@@ -518,7 +512,7 @@ def test_replay_while_another_process_appends_loses_nothing_and_never_blocks_it(
     appender = subprocess.Popen(
         [PYTHON, "-c", APPENDER, str(spool_dir), str(count)],
         stdout=subprocess.PIPE,
-        env=python_env(),
+        env=command_env(),
         cwd=REPO_ROOT,
     )
 

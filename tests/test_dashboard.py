@@ -8,7 +8,6 @@ from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -34,15 +33,6 @@ def not_at_midnight():
     left = 900 - (now.minute % 15 * 60 + now.second + now.microsecond / 1e6)
     if left < 20:
         time.sleep(left + 0.5)
-
-
-@pytest.fixture
-def viewer(client, db):
-    """A staff user whose only permission is to view the audit trail."""
-    user = get_user_model().objects.create_user("auditor", password="x", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
-    client.force_login(user)
-    return client
 
 
 def at(day, hour=0, minute=0, second=0, microsecond=0):
@@ -140,7 +130,7 @@ def size(text_):
 # Today's figures ----------------------------------------------------------------
 
 
-def test_today_figures(viewer):
+def test_today_figures(audit_viewer):
     today = timezone.localdate()
     yesterday = today - datetime.timedelta(days=1)
     start = at(today)
@@ -166,7 +156,7 @@ def test_today_figures(viewer):
         record(at(yesterday, 12), "upload", "alice", 9 * MIB),
         record(at(today - datetime.timedelta(days=40)), "download", "bob", 9 * MIB),
     )
-    html = index_html(viewer)
+    html = index_html(audit_viewer)
     assert 'id="ftpadmin-dashboard"' in html
     assert figure(html, "logins") == ("2", None, None)
     assert figure(html, "failed-logins") == ("2", None, None)
@@ -188,13 +178,13 @@ def test_today_figures(viewer):
     assert f'href="{audit}?event__exact=login_failed&amp;{day}"' in html
     # ... and the changelist finds the same records there.
     link = f"{audit}?event__exact=login_failed&{day.replace('&amp;', '&')}"
-    listed = viewer.get(link).context["cl"].result_list
+    listed = audit_viewer.get(link).context["cl"].result_list
     assert sorted(e.time for e in listed) == [at(today, 8, 1), at(today, 8, 2)]
 
 
-def test_an_empty_day(viewer):
+def test_an_empty_day(audit_viewer):
     add(record(at(timezone.localdate() - datetime.timedelta(days=2)), "login"))
-    html = index_html(viewer)
+    html = index_html(audit_viewer)
     assert figure(html, "logins") == ("0", None, None)
     assert figure(html, "failed-logins") == ("0", None, None)
     assert 'class="figure" id="dashboard-failed-logins"' in html
@@ -209,7 +199,7 @@ def test_an_empty_day(viewer):
 # The busiest users --------------------------------------------------------------
 
 
-def test_busiest_users_today_by_bytes_up_and_down(viewer):
+def test_busiest_users_today_by_bytes_up_and_down(audit_viewer):
     today = timezone.localdate()
     noon = at(today, 12)
     add(
@@ -226,7 +216,7 @@ def test_busiest_users_today_by_bytes_up_and_down(viewer):
         # Yesterday's bytes do not count.
         record(at(today) - datetime.timedelta(seconds=1), "upload", "yuri", 50 * MIB),
     )
-    html = index_html(viewer)
+    html = index_html(audit_viewer)
     rows = top_users(html)
     assert rows == [
         ["bea", size("3.0 MB"), size("3.0 MB"), size("6.0 MB")],
@@ -247,7 +237,7 @@ def test_busiest_users_today_by_bytes_up_and_down(viewer):
 # The chart ----------------------------------------------------------------------
 
 
-def test_chart_has_thirty_days_with_titles_and_proportional_bars(viewer):
+def test_chart_has_thirty_days_with_titles_and_proportional_bars(audit_viewer):
     today = timezone.localdate()
     first = today - datetime.timedelta(days=29)
     add(
@@ -265,7 +255,7 @@ def test_chart_has_thirty_days_with_titles_and_proportional_bars(viewer):
         record(at(today + datetime.timedelta(days=1)), "upload", "alice", 10**12),
         record(at(today - datetime.timedelta(days=3)), "login", "alice"),
     )
-    days = bars(index_html(viewer))
+    days = bars(index_html(audit_viewer))
     assert [d["date"] for d in days] == [
         first + datetime.timedelta(days=n) for n in range(30)
     ]
@@ -288,9 +278,9 @@ def test_chart_has_thirty_days_with_titles_and_proportional_bars(viewer):
     assert days[0]["up"][1] == 30  # 2 MiB of 8 MiB
 
 
-def test_chart_scale_and_description_are_shown(viewer):
+def test_chart_scale_and_description_are_shown(audit_viewer):
     add(record(at(timezone.localdate(), 1), "download", "bob", 3 * MIB))
-    html = index_html(viewer)
+    html = index_html(audit_viewer)
     svg = chart_svg(html)
     assert f'<text class="scale" x="2" y="12">3.0{NBSP}MB</text>' in svg
     assert f"the tallest bar is 3.0{NBSP}MB." in svg
@@ -307,7 +297,7 @@ def test_chart_scale_and_description_are_shown(viewer):
 @pytest.mark.parametrize(
     "zone", ["Asia/Tokyo", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kolkata"]
 )
-def test_days_are_those_of_the_time_zone(viewer, zone):
+def test_days_are_those_of_the_time_zone(audit_viewer, zone):
     """Rows near midnight fall on the day of TIME_ZONE, not of UTC.
 
     In Tokyo (UTC+9) 00:30 today is 15:30 UTC the day before, like 23:30
@@ -324,7 +314,7 @@ def test_days_are_those_of_the_time_zone(viewer, zone):
             record(at(yesterday, 23, 30), "upload", "bob", 4 * MIB),
             record(at(yesterday, 0, 10), "download", "bob", MIB),
         )
-        html = index_html(viewer)
+        html = index_html(audit_viewer)
     assert figure(html, "logins")[0] == "1"
     assert figure(html, "bytes-up")[:2] == (size("3.0 MB"), "3,145,728 bytes")
     assert top_users(html) == [
@@ -416,7 +406,7 @@ def test_the_superuser_sees_it(admin_client):
     assert "ftpadmin/dashboard.css" in html
 
 
-def test_queries_do_not_grow_with_rows_users_or_days(viewer):
+def test_queries_do_not_grow_with_rows_users_or_days(audit_viewer):
     today = timezone.localdate()
 
     def fill(users, days):
@@ -436,7 +426,7 @@ def test_queries_do_not_grow_with_rows_users_or_days(viewer):
 
     def queries():
         with CaptureQueriesContext(connection) as captured:
-            html = index_html(viewer)
+            html = index_html(audit_viewer)
         audit = [q["sql"] for q in captured if AUDIT_TABLE in q["sql"]]
         return len(captured), len(audit), len(top_users(html))
 

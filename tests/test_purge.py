@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from ftpserver_core.models import AuditEvent
 
-from .audit_tools import PYTHON, REPO_ROOT, python_env
+from .audit_tools import PYTHON
+from .processes import REPO_ROOT, command_env
 
 UTC = datetime.UTC
 NEW_YEAR = datetime.datetime(2024, 1, 1, tzinfo=UTC)
@@ -142,7 +143,7 @@ def test_without_yes_and_without_a_terminal_it_refuses(records):
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env=python_env(),
+        env=command_env(),
         cwd=REPO_ROOT,
         timeout=60,
     )
@@ -166,7 +167,7 @@ def run_in_a_terminal(args, answer, timeout=60):
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,
-        env=python_env(),
+        env=command_env(),
         cwd=REPO_ROOT,
         start_new_session=True,
     )

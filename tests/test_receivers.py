@@ -17,15 +17,10 @@ from ftpserver_core import audit, signals
 from ftpserver_core.handlers import DjangoFTPHandler
 from ftpserver_core.models import AuditEvent
 
-from .audit_tools import (
-    FTPServerProcess,
-    audit_rows,
-    own_spool,
-    python_env,
-    wait_until,
-)
+from .audit_tools import audit_rows, own_spool, wait_until
 from .certs import make_certificate
 from .conftest import PASSWORD
+from .processes import ServerProcess, command_env, has_ipv6_loopback
 from .receiver_app import receivers as project
 
 BIG = 24 * 1024 * 1024  # more than loopback socket buffers hold
@@ -337,15 +332,6 @@ def test_changing_user_logs_out_with_the_old_account_and_group(
     ]
 
 
-def has_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("address", "shown"), [("127.0.0.1:0", "127.0.0.1:{}"), ("[::1]:0", "[::1]:{}")]
 )
@@ -354,10 +340,10 @@ def test_server_start_and_stop_are_recorded_with_the_address(
 ):
     if address.startswith("[") and not has_ipv6_loopback():
         pytest.skip("no IPv6 loopback")
-    server = FTPServerProcess(tmp_path / "server", python_env(), address)
+    server = ServerProcess([address], tmp_path / "server", command_env())
     try:
         server.wait_started()
-        assert server.stop() == 0
+        assert server.stop(timeout=30) == 0
     finally:
         server.kill()
     assert [(r["event"], r["ftp_path"], r["remote_ip"]) for r in audit_rows()] == [

@@ -83,14 +83,6 @@ def transfers(db):
     return list(AuditEvent.objects.filter(event__in=AuditEvent.TRANSFERS))
 
 
-@pytest.fixture
-def viewer(client, db):
-    user = get_user_model().objects.create_user("auditor", password="x", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
-    client.force_login(user)
-    return client
-
-
 def shown(response):
     assert response.status_code == 200, response.status_code
     return {obj.pk for obj in response.context["page_obj"]}
@@ -103,8 +95,8 @@ def expected(transfers, keep=lambda t: True):
 # Access -------------------------------------------------------------------------
 
 
-def test_report_in_the_admin_look_and_linked_from_the_index(viewer, transfers):
-    response = viewer.get(REPORT)
+def test_report_in_the_admin_look_and_linked_from_the_index(audit_viewer, transfers):
+    response = audit_viewer.get(REPORT)
     assert shown(response) == expected(transfers)
     html = response.content.decode()
     assert 'class="breadcrumbs"' in html
@@ -112,7 +104,9 @@ def test_report_in_the_admin_look_and_linked_from_the_index(viewer, transfers):
     assert str(response.context["site_header"]) in html
     assert "ftpadmin/report.css" in html
     assert f'href="{CSV_URL}"' in html
-    assert f'href="{REPORT}"' in viewer.get(reverse("admin:index")).content.decode()
+    assert (
+        f'href="{REPORT}"' in audit_viewer.get(reverse("admin:index")).content.decode()
+    )
 
 
 @pytest.mark.parametrize("url", [REPORT, CSV_URL, XFERLOG_URL])
@@ -185,31 +179,33 @@ def test_urls_included_by_a_project(admin_client, transfers):
         ("user=nobody", lambda t: False),
     ],
 )
-def test_filters(viewer, transfers, query, keep):
+def test_filters(audit_viewer, transfers, query, keep):
     want = expected(transfers, keep)
     assert want or query == "user=nobody"
-    assert shown(viewer.get(f"{REPORT}?{query}")) == want
-    records = list(csv.DictReader(io.StringIO(_stream(viewer, f"{CSV_URL}?{query}"))))
+    assert shown(audit_viewer.get(f"{REPORT}?{query}")) == want
+    records = list(
+        csv.DictReader(io.StringIO(_stream(audit_viewer, f"{CSV_URL}?{query}")))
+    )
     assert {(r["time"], r["ftp_path"]) for r in records} == {
         (t.time.isoformat(), t.ftp_path) for t in transfers if t.pk in want
     }
 
 
-def test_group_choices_come_from_the_groups_table(viewer, transfers):
-    field = viewer.get(REPORT).context["filter"].form.fields["group"]
+def test_group_choices_come_from_the_groups_table(audit_viewer, transfers):
+    field = audit_viewer.get(REPORT).context["filter"].form.fields["group"]
     assert [value for value, _ in field.choices] == ["", "guests", "staff"]
 
 
 @pytest.mark.parametrize(
     "query", ["ip=not-an-ip", "size_min=-1", "date_from=yesterday", "direction=up"]
 )
-def test_invalid_filters_are_errors_not_everything(viewer, transfers, query):
-    response = viewer.get(f"{REPORT}?{query}")
+def test_invalid_filters_are_errors_not_everything(audit_viewer, transfers, query):
+    response = audit_viewer.get(f"{REPORT}?{query}")
     assert shown(response) == set()
     assert response.context["filter"].errors
     assert "errornote" in response.content.decode()
-    assert viewer.get(f"{CSV_URL}?{query}").status_code == 400
-    assert viewer.get(f"{XFERLOG_URL}?{query}").status_code == 400
+    assert audit_viewer.get(f"{CSV_URL}?{query}").status_code == 400
+    assert audit_viewer.get(f"{XFERLOG_URL}?{query}").status_code == 400
 
 
 # Totals -------------------------------------------------------------------------
@@ -231,8 +227,8 @@ def _totals(rows):
 
 
 @pytest.mark.parametrize("query", ["", "group=staff", "date_from=2026-03-01"])
-def test_totals(viewer, transfers, query):
-    response = viewer.get(f"{REPORT}?{query}")
+def test_totals(audit_viewer, transfers, query):
+    response = audit_viewer.get(f"{REPORT}?{query}")
     rows = [t for t in transfers if t.pk in shown(response)]
     want = _totals(rows)
     got = {row.pop("username"): row for row in response.context["per_user"]}
@@ -247,10 +243,10 @@ def test_totals(viewer, transfers, query):
         assert "7,001,042" in response.content.decode()
 
 
-def test_totals_are_one_query_whatever_the_number_of_users(viewer, db):
+def test_totals_are_one_query_whatever_the_number_of_users(audit_viewer, db):
     def queries():
         with CaptureQueriesContext(connection) as captured:
-            response = viewer.get(REPORT)
+            response = audit_viewer.get(REPORT)
         return len(response.context["per_user"]), len(captured)
 
     def add(users):
@@ -276,7 +272,7 @@ def test_totals_are_one_query_whatever_the_number_of_users(viewer, db):
 # Pages --------------------------------------------------------------------------
 
 
-def test_pagination(viewer, db):
+def test_pagination(audit_viewer, db):
     start = _time("2026-01-01 00:00")
     AuditEvent.objects.bulk_create(
         AuditEvent(
@@ -288,20 +284,20 @@ def test_pagination(viewer, db):
         )
         for n in range(230)
     )
-    first = viewer.get(REPORT)
+    first = audit_viewer.get(REPORT)
     paths = [e.ftp_path for e in first.context["page_obj"]]
     assert paths == [f"/f{n}" for n in range(229, 129, -1)]  # newest first
     assert first.context["paginator"].num_pages == 3
-    last = viewer.get(f"{REPORT}?page=3")
+    last = audit_viewer.get(f"{REPORT}?page=3")
     assert [e.ftp_path for e in last.context["page_obj"]] == [
         f"/f{n}" for n in range(29, -1, -1)
     ]
-    assert viewer.get(f"{REPORT}?page=99").context["page_obj"].number == 3
+    assert audit_viewer.get(f"{REPORT}?page=99").context["page_obj"].number == 3
     # Page links keep the filters.
-    filtered = viewer.get(f"{REPORT}?user=alice")
+    filtered = audit_viewer.get(f"{REPORT}?user=alice")
     assert filtered.context["paginator"].count == 115
     assert 'href="?user=alice&amp;page=2"' in filtered.content.decode()
-    second = viewer.get(f"{REPORT}?user=alice&page=2")
+    second = audit_viewer.get(f"{REPORT}?user=alice&page=2")
     assert {e.username for e in second.context["page_obj"]} == {"alice"}
     assert len(second.context["page_obj"]) == 15
 
@@ -317,8 +313,8 @@ def _stream(client, url):
     return b"".join(response.streaming_content).decode()
 
 
-def test_csv_export(viewer, transfers):
-    text = _stream(viewer, CSV_URL)
+def test_csv_export(audit_viewer, transfers):
+    text = _stream(audit_viewer, CSV_URL)
     reader = csv.reader(io.StringIO(text))
     header = next(reader)
     assert header == exports.CSV_HEADER
@@ -342,13 +338,13 @@ def test_csv_export(viewer, transfers):
     assert records[0]["size"] == "0"
 
 
-def test_csv_streams_in_batches(viewer, db, monkeypatch):
+def test_csv_streams_in_batches(audit_viewer, db, monkeypatch):
     monkeypatch.setattr(exports, "LINES_PER_YIELD", 10)
     AuditEvent.objects.bulk_create(
         AuditEvent(time=_time("2026-01-01 00:00"), event="upload", ftp_path=f"/f{n}")
         for n in range(95)
     )
-    response = viewer.get(CSV_URL)
+    response = audit_viewer.get(CSV_URL)
     chunks = list(response.streaming_content)
     # The header, then nine batches of ten rows and one of five.
     assert [chunk.count(b"\n") for chunk in chunks] == [1] + [10] * 9 + [5]
@@ -382,8 +378,8 @@ def test_xferlog_escapes_what_would_split_a_field():
     )
 
 
-def test_xferlog_export(viewer, transfers):
-    text = _stream(viewer, f"{XFERLOG_URL}?group=staff")
+def test_xferlog_export(audit_viewer, transfers):
+    text = _stream(audit_viewer, f"{XFERLOG_URL}?group=staff")
     lines = text.splitlines()
     staff = sorted(
         (t for t in transfers if t.group == "staff"), key=lambda t: (t.time, t.pk)
