@@ -49,8 +49,9 @@ class DjangoAuthorizer:
     def login(self, username, password, remote_ip, tls):
         """Return ``(policy, None)`` for a good login, else ``(None, reason)``.
 
-        Runs in a worker thread. Never raises: database and backend errors
-        become the reason ``server_error`` and are logged.
+        Runs in a worker thread. Never raises: a database that fails becomes
+        the reason ``database_unavailable``, other errors ``server_error``;
+        both are logged.
         """
         close_old_connections()
         try:
@@ -70,6 +71,14 @@ class DjangoAuthorizer:
                 "FTP login refused for %r from %s: %s", username, remote_ip, refused
             )
             return None, refused.reason
+        except (InterfaceError, OperationalError) as exc:
+            logger.error(
+                "FTP login of %r from %s: the database is unavailable (%s).",
+                username,
+                remote_ip,
+                exc,
+            )
+            return None, "database_unavailable"
         except Exception:
             logger.exception("FTP login of %r from %s failed.", username, remote_ip)
             return None, "server_error"

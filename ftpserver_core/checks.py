@@ -27,6 +27,11 @@ ERROR_IDS = {
     "MAX_LOGIN_ATTEMPTS": "ftpserver_core.E007",
     "DEFAULT_PERMISSION": "ftpserver_core.E008",
     "DEFAULT_HOME": "ftpserver_core.E009",
+    "DATA_TIMEOUT": "ftpserver_core.E010",
+    "LOGIN_TIMEOUT": "ftpserver_core.E010",
+    "SHUTDOWN_TIMEOUT": "ftpserver_core.E010",
+    "DATABASE_TIMEOUT": "ftpserver_core.E010",
+    "UPLOAD_MODE": "ftpserver_core.E011",
 }
 
 
@@ -72,6 +77,41 @@ def check_debug(app_configs, **kwargs):
                 "FTP server's memory grows until the OS kills it.",
                 hint="Set DEBUG = False for the FTP server in production.",
                 id="ftpserver_core.W001",
+            )
+        ]
+    return []
+
+
+@checks.register("ftpserver")
+def check_journal(app_configs, **kwargs):
+    """The audit journal needs a directory of this project, not a shared temp one."""
+    import tempfile
+    from pathlib import Path
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .audit import journal_dir
+
+    try:
+        directory = Path(journal_dir()).resolve()
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="Set FTPSERVER_AUDIT_JOURNAL_DIR, e.g. BASE_DIR / 'var' / "
+                "'audit-journal'.",
+                id="ftpserver_core.E012",
+            )
+        ]
+    temp = Path(tempfile.gettempdir()).resolve()
+    if directory == temp or temp in directory.parents:
+        return [
+            checks.Warning(
+                f"The audit journal directory {str(directory)!r} is in the "
+                f"temporary directory {str(temp)!r}: it may be cleaned at a "
+                "reboot, losing audit records the database has not taken yet.",
+                hint="Set FTPSERVER_AUDIT_JOURNAL_DIR to a directory of this project.",
+                id="ftpserver_core.W002",
             )
         ]
     return []

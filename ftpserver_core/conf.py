@@ -75,12 +75,42 @@ DEFAULTS = {
     # bare pyftpdlib with 500 on PostgreSQL, 0.94x with 5000).
     "AUDIT_INTERVAL": 0.2,
     "AUDIT_BATCH_SIZE": 5000,
-    # Records kept in memory at most; past it they go straight to the spool.
+    # Records kept in memory at most; past it the writer reads them back
+    # from the journal.
     "AUDIT_MAX_QUEUE": 100_000,
-    # Retries of a failed insert before a batch is spooled to disk.
+    # Quick retries of a failed insert before the database counts as down
+    # (then records wait in the journal and the database is probed each
+    # second with a cheap query).
     "AUDIT_RETRIES": 3,
-    # Directory of the spool files. None: <temp dir>/ftpserver_core-audit-spool.
+    # Directory of the audit journal, where every record is written before
+    # its reply leaves and kept until the database has it. It belongs to one
+    # project: None derives it from the settings' DATA_DIR (the suite:
+    # FTPADMIN_DATA_DIR/audit-journal) or BASE_DIR (BASE_DIR/var/audit-journal).
+    "AUDIT_JOURNAL_DIR": None,
+    # fsync() the journal before each reply: records also survive a power
+    # loss, at the cost of a disk flush per acknowledged event.
+    "AUDIT_FSYNC": False,
+    # The former name of AUDIT_JOURNAL_DIR, still read when that is unset.
     "AUDIT_SPOOL_DIR": None,
+    # Seconds a data connection may make no progress before it is closed
+    # (426) and its transfer recorded incomplete. 0: never.
+    "DATA_TIMEOUT": 120,
+    # "atomic": an upload is written to a hidden temporary file in the same
+    # directory and renamed to its name once complete, so nothing watching
+    # the directory sees a partial file. "direct": written in place.
+    "UPLOAD_MODE": "atomic",
+    # Compute each transfer's SHA-256 as it streams (audit records, HASH).
+    "DIGESTS": True,
+    # Seconds within which a login is answered, whatever the database does
+    # (421 when it does not answer in time).
+    "LOGIN_TIMEOUT": 10.0,
+    # Seconds a stop (SIGTERM, Ctrl-C) may take; what the database has not
+    # taken by then stays in the journal for the next start.
+    "SHUTDOWN_TIMEOUT": 10.0,
+    # Seconds the server's database connections may take to connect and to
+    # run one statement (PostgreSQL connect_timeout and statement_timeout,
+    # SQLite's busy timeout), when the DATABASES OPTIONS set none.
+    "DATABASE_TIMEOUT": 5.0,
 }
 
 

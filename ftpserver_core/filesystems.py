@@ -4,6 +4,8 @@ import os
 
 from pyftpdlib.filesystems import AbstractedFS, FilesystemError
 
+from .uploads import is_temporary
+
 
 class DjangoFilesystem(AbstractedFS):
     """pyftpdlib's AbstractedFS with the jail checks it leaves to the caller."""
@@ -20,6 +22,10 @@ class DjangoFilesystem(AbstractedFS):
         if dir is not None and not self.validpath(dir):
             raise FilesystemError("Directory is outside the home directory")
         return super().mkstemp(suffix=suffix, prefix=prefix, dir=dir, mode=mode)
+
+    def listdir(self, path):
+        # Uploads in progress (atomic mode) are nobody's business.
+        return [name for name in super().listdir(path) if not is_temporary(name)]
 
     def client_path(self, fspath):
         """Return ``fspath`` as the client sees it, without touching the disk."""

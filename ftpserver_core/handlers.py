@@ -6,6 +6,7 @@ subclasses the selected one per server, carrying that server's options, its
 authorizer and its worker pool; pyftpdlib's own classes are never modified.
 """
 
+import contextlib
 import logging
 import os
 import secrets
@@ -13,14 +14,27 @@ import secrets
 from django.core.exceptions import ImproperlyConfigured
 from pyftpdlib.filesystems import FilesystemError
 from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.utils import strerror
 
-from . import signals, tls
+from . import audit, digests, signals, tls
 from .authorizers import DjangoAuthorizer
+from .dtp import DataChannel
 from .filesystems import DjangoFilesystem
+from .uploads import RestartError, Upload
 
 logger = logging.getLogger(__name__)
 
-_SIGNAL_NAMES = {id(signal): name for name, signal in signals.ALL_SIGNALS.items()}
+# Commands this server adds to pyftpdlib's (draft-bryan-ftpext-hash).
+EXTRA_COMMANDS = {
+    "HASH": dict(
+        perm="r",
+        auth=True,
+        arg=True,
+        help="Syntax: HASH <SP> file-name (get the file's digest).",
+    ),
+}
+
+UNAVAILABLE = "421 Service not available, try again later."
 
 
 class _AsIs(str):
@@ -35,20 +49,30 @@ class DjangoHandlerMixin:
 
     authorizer = DjangoAuthorizer()
     abstracted_fs = DjangoFilesystem
+    dtp_handler = DataChannel
     # Set per server by servers.build_server().
     worker_pool = None
+    upload_mode = "atomic"
+    digests = True
+    login_timeout = 10.0
     # The class receivers connect to: the configured handler, not the
     # per-server subclass (so ``sender=DjangoFTPHandler`` matches).
     signal_sender = None
+
+    _login_attempt = None
 
     def __init__(self, conn, server, ioloop=None):
         self.session_id = secrets.token_hex(8)
         self.policy = None
         self._login_failure = None
-        self._transfer = (0, 0.0)
+        self._transfer = {}
         self._disconnect_sent = False
         self._held_input = b""
+        self._held_replies = None
+        self._login_deadline = None
+        self._hash_algorithm = digests.DEFAULT
         super().__init__(conn, server, ioloop=ioloop)
+        self._extra_feats.append(digests.FEATURE)
 
     # Set once AUTH TLS succeeded: pyftpdlib clears _ssl_established in its
     # TLS shutdown at QUIT, before on_logout and on_disconnect run.
@@ -69,19 +93,38 @@ class DjangoHandlerMixin:
         kwargs.update(
             session_id=self.session_id, remote_port=self.remote_port, tls=self.tls
         )
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s", _SIGNAL_NAMES.get(id(signal), signal), kwargs)
-        sender = self.signal_sender or type(self)
-        for receiver, result in signal.send_robust(
-            sender=sender, handler=self, **kwargs
-        ):
-            if isinstance(result, Exception):
-                logger.error(
-                    "Receiver %r of %s failed.",
-                    receiver,
-                    _SIGNAL_NAMES.get(id(signal)),
-                    exc_info=result,
-                )
+        signals.dispatch(
+            signal, self.signal_sender or type(self), handler=self, **kwargs
+        )
+
+    # --- replies wait for the journal
+
+    @contextlib.contextmanager
+    def reply_batch(self):
+        """Hold the replies of the block until its audit records are journaled.
+
+        An acknowledged event (226, 250...) is then on disk before the client
+        can see the acknowledgement, and a command's records cost one write.
+        """
+        if self._held_replies is not None:
+            yield
+            return
+        self._held_replies = held = []
+        try:
+            with audit.batch():
+                yield
+        finally:
+            self._held_replies = None
+            for resp, logfun in held:
+                super().respond(resp, logfun)
+
+    def respond(self, resp, logfun=logger.debug):
+        held = self._held_replies
+        if held is not None:
+            self._last_response = resp
+            held.append((resp, logfun))
+            return
+        super().respond(resp, logfun)
 
     # --- commands
 
@@ -109,13 +152,56 @@ class DjangoHandlerMixin:
             return
         # Read no further commands until the verdict; the loop serves others.
         self.del_channel()
-        self.worker_pool.submit(self.authorizer.login, self._login_done, *args)
+        attempt = object()
+        self._login_attempt = attempt
+        self._login_deadline = self.ioloop.call_later(
+            self.login_timeout,
+            self._login_timed_out,
+            attempt,
+            _errback=self.handle_error,
+        )
+        self.worker_pool.submit(
+            self.authorizer.login,
+            lambda outcome: self._login_done(outcome, attempt),
+            *args,
+        )
 
-    def _login_done(self, outcome):
+    def _login_timed_out(self, attempt):
+        # The database (or a backend) did not answer in time: answer anyway.
+        if self._closed or self._login_attempt is not attempt:
+            return
+        self._login_attempt = None
+        logger.warning(
+            "FTP login of %r from %s not answered within %g s: the database "
+            "is unavailable.",
+            self.username,
+            self.remote_ip,
+            self.login_timeout,
+        )
+        self._login_unavailable()
+
+    def _login_unavailable(self):
+        """Answer 421 (retry later): not a failed attempt, and no delay."""
+        self.add_channel()
+        self._login_failure = "database_unavailable"
+        with self.reply_batch():
+            self.respond(UNAVAILABLE)
+            self.on_login_failed(self.username, "")
+        self.username = ""
+        self.close_when_done()
+
+    def _login_done(self, outcome, attempt=None):
         policy, reason = outcome
-        if self._closed:
+        stale = attempt is not None and self._login_attempt is not attempt
+        if self._closed or stale:
             if policy is not None:
                 self.authorizer.close_session(policy)
+            return
+        self._login_attempt = None
+        if self._login_deadline is not None and not self._login_deadline.cancelled:
+            self._login_deadline.cancel()
+        if reason == "database_unavailable":
+            self._login_unavailable()
             return
         self.add_channel()
         if policy is not None:
@@ -123,7 +209,8 @@ class DjangoHandlerMixin:
             # The policy answers this session's permission questions.
             self.authorizer = policy
             self.username = policy.username
-            self.handle_auth_success(policy.home, "", policy.msg_login)
+            with self.reply_batch():
+                self.handle_auth_success(policy.home, "", policy.msg_login)
             self._resume_input()
         else:
             self._login_failure = reason
@@ -177,8 +264,10 @@ class DjangoHandlerMixin:
             self.respond(f"550 {exc}.")
 
     def ftp_DELE(self, path):
-        result = super().ftp_DELE(path)
-        if self._succeeded():
+        with self.reply_batch():
+            result = super().ftp_DELE(path)
+            if not self._succeeded():
+                return result
             self.send_signal(
                 signals.ftp_file_deleted,
                 username=self.username,
@@ -188,8 +277,10 @@ class DjangoHandlerMixin:
         return result
 
     def ftp_MKD(self, path):
-        result = super().ftp_MKD(path)
-        if self._succeeded():
+        with self.reply_batch():
+            result = super().ftp_MKD(path)
+            if not self._succeeded():
+                return result
             self.send_signal(
                 signals.ftp_directory_created,
                 username=self.username,
@@ -199,8 +290,10 @@ class DjangoHandlerMixin:
         return result
 
     def ftp_RMD(self, path):
-        result = super().ftp_RMD(path)
-        if self._succeeded():
+        with self.reply_batch():
+            result = super().ftp_RMD(path)
+            if not self._succeeded():
+                return result
             self.send_signal(
                 signals.ftp_directory_deleted,
                 username=self.username,
@@ -211,8 +304,10 @@ class DjangoHandlerMixin:
 
     def ftp_RNTO(self, path):
         src = self._rnfr
-        result = super().ftp_RNTO(path)
-        if src and self._succeeded():
+        with self.reply_batch():
+            result = super().ftp_RNTO(path)
+            if not (src and self._succeeded()):
+                return result
             self.send_signal(
                 signals.ftp_file_renamed,
                 username=self.username,
@@ -254,20 +349,98 @@ class DjangoHandlerMixin:
     def on_logout(self, username):
         self.send_signal(signals.ftp_logout, username=username)
 
-    def log_transfer(self, cmd, filename, receive, completed, elapsed, bytes):
-        # Called just before on_file_*: keep the figures for their signals.
-        self._transfer = (bytes, elapsed)
-        super().log_transfer(cmd, filename, receive, completed, elapsed, bytes)
+    # --- transfers
+
+    def ftp_STOR(self, file, mode="w"):
+        """Receive a file into an :class:`~ftpserver_core.uploads.Upload`.
+
+        pyftpdlib's own STOR opens the file in place; this one journals the
+        upload first, then writes it atomically (FTPSERVER_UPLOAD_MODE).
+        """
+        cmd = "APPE" if "a" in mode else "STOR"
+        offset, self._restart_position = self._restart_position, 0
+        upload = Upload(
+            file,
+            offset=offset,
+            append=cmd == "APPE",
+            atomic=self.upload_mode == "atomic",
+            digest=self.digests,
+        )
+        upload.journal_uid = audit.begin_upload(
+            self._transfer_fields("upload_incomplete", file, **upload.journal_fields())
+        )
+        try:
+            upload.open()
+        except RestartError as exc:
+            audit.end_upload(upload.journal_uid)
+            self.respond(f"554 {exc}.")
+            return
+        except (OSError, FilesystemError) as exc:
+            audit.end_upload(upload.journal_uid)
+            self.respond(f"550 {strerror(exc)}.")
+            return
+        if self.data_channel is not None:
+            self.respond("125 Data connection already open. Transfer starting.")
+            self.data_channel.file_obj = upload
+            self.data_channel.enable_receiving(self._current_type, cmd)
+        else:
+            self.respond("150 File status okay. About to open data connection.")
+            self._in_dtp_queue = (upload, cmd)
+        return file
+
+    def _transfer_fields(self, event, path, **extra):
+        """The audit record an upload gets if the process dies during it."""
+        from .receivers import session_fields
+
+        return {
+            "time": audit.now(),
+            "event": event,
+            "username": self.username or "",
+            "ftp_path": self.fs.client_path(path) if self.fs else "",
+            "path": path,
+            "node": audit.node_name(),
+            **session_fields(self),
+            **extra,
+        }
+
+    def transfer_ended(
+        self, file, *, receive, cmd, completed, size, duration, reason, sha256
+    ):
+        """Called by the data channel once a transfer is settled: log, signal."""
+        name = file.name
+        if completed and not receive and not sha256 and self.digests:
+            # Sent by sendfile(): the digest is known if the server saw the
+            # file arrive (or hashed it) as it is now.
+            known = digests.known(name, digests.DEFAULT)
+            sha256 = known[1] if known else ""
+        self._transfer = {"size": size, "duration": duration}
+        if completed:
+            self._transfer["sha256"] = sha256
+            if sha256:
+                digests.remember(name, sha256)
+        else:
+            self._transfer["reason"] = reason
+        self.log_transfer(cmd, name, receive, completed, duration, size)
+        if receive:
+            if completed:
+                self.on_file_received(name)
+            else:
+                self.on_incomplete_file_received(name)
+            uid = getattr(file, "journal_uid", None)
+            if uid is not None:
+                audit.end_upload(uid)
+        elif completed:
+            self.on_file_sent(name)
+        else:
+            self.on_incomplete_file_sent(name)
 
     def _send_transfer(self, signal, path):
-        size, duration = self._transfer
         self.send_signal(
             signal,
             username=self.username,
             path=path,
             ftp_path=self.fs.client_path(path) if self.fs else None,
-            size=size,
-            duration=duration,
+            **self._transfer,
         )
 
     def on_file_sent(self, file):
@@ -282,16 +455,84 @@ class DjangoHandlerMixin:
     def on_incomplete_file_received(self, file):
         self._send_transfer(signals.ftp_file_received_incomplete, file)
 
+    # --- HASH (draft-bryan-ftpext-hash)
+
+    def ftp_HASH(self, path):
+        """Answer the digest of a file: known from its transfer, or computed
+        off the IO loop."""
+        algorithm = self._hash_algorithm
+        try:
+            if not self.fs.isfile(path):
+                self.respond("550 Not a file.")
+                return
+        except (OSError, FilesystemError) as exc:
+            self.respond(f"550 {strerror(exc)}.")
+            return
+        client_path = self.fs.client_path(path)
+        known = digests.known(path, algorithm)
+        if known is not None:
+            self._hash_reply(algorithm, client_path, known)
+            return
+        if self.worker_pool is None:
+            self._hash_reply(algorithm, client_path, digests.compute(path, algorithm))
+            return
+        # Reading a large file takes a while: other clients go on meanwhile.
+        self.del_channel()
+        self.worker_pool.submit(
+            digests.compute,
+            lambda result: self._hash_done(algorithm, client_path, result),
+            path,
+            algorithm,
+        )
+
+    def _hash_done(self, algorithm, client_path, result):
+        if self._closed:
+            return
+        self.add_channel()
+        self._hash_reply(algorithm, client_path, result)
+        self._resume_input()
+
+    def _hash_reply(self, algorithm, client_path, result):
+        if isinstance(result, OSError):
+            self.respond(f"550 {strerror(result)}.")
+            return
+        size, digest = result
+        self.respond(f"213 {algorithm} 0-{size} {digest} {client_path}")
+
+    def ftp_OPTS(self, line):
+        command, _, arg = line.partition(" ")
+        if command.upper() != "HASH":
+            return super().ftp_OPTS(line)
+        if not arg:
+            self.respond(f"200 {self._hash_algorithm}")
+            return
+        algorithm = digests.normalize(arg)
+        if algorithm is None:
+            self.respond(
+                f"504 Unknown algorithm {arg.strip()!r}; "
+                f"expected one of {', '.join(digests.ALGORITHMS)}."
+            )
+            return
+        self._hash_algorithm = algorithm
+        self.respond(f"200 {algorithm}")
+
 
 class DjangoFTPHandler(DjangoHandlerMixin, FTPHandler):
     """Plain FTP handler with Django login and signals."""
+
+    proto_cmds = {**FTPHandler.proto_cmds, **EXTRA_COMMANDS}
 
 
 if tls.available:
     from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
 
+    from .dtp import TLSDataChannel
+
     class DjangoTLS_FTPHandler(DjangoHandlerMixin, TLS_FTPHandler):  # noqa: N801
         """FTPS handler (explicit TLS, RFC 4217) with Django login and signals."""
+
+        dtp_handler = TLSDataChannel
+        proto_cmds = {**TLS_FTPHandler.proto_cmds, **EXTRA_COMMANDS}
 
 else:
 

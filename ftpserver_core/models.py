@@ -411,6 +411,12 @@ class AuditEvent(models.Model):
     reason = models.CharField(_("failure reason"), max_length=64, blank=True)
     tls = models.BooleanField(_("TLS"), default=False)
     node = models.CharField(_("server node"), max_length=255, blank=True)
+    # SHA-256 of the file as it streamed (uploads, and downloads whose bytes
+    # passed through the server or whose digest it knew).
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    # Set by the journal: a record read back after a crash is never
+    # inserted twice.
+    uid = models.UUIDField(_("record id"), unique=True, null=True, editable=False)
 
     class Meta:
         verbose_name = _("audit event")

@@ -99,6 +99,20 @@ def parse_passive_ports(value):
     return sorted(ports)
 
 
+UPLOAD_MODES = ("atomic", "direct")
+
+
+def parse_upload_mode(value):
+    """Return ``value`` if it is an upload mode."""
+    if value not in UPLOAD_MODES:
+        raise OptionError(
+            "UPLOAD_MODE",
+            f"{value!r} is not an upload mode; expected one of "
+            f"{', '.join(map(repr, UPLOAD_MODES))}.",
+        )
+    return value
+
+
 def parse_masquerade(value):
     """Return the IPv4 address announced in PASV replies, or None."""
     if not value:
@@ -178,6 +192,12 @@ class ServerOptions:
     max_login_attempts: int
     use_sendfile: bool
     permit_foreign_addresses: bool
+    data_timeout: float
+    upload_mode: str
+    digests: bool
+    login_timeout: float
+    shutdown_timeout: float
+    database_timeout: float
 
     @property
     def tls(self):
@@ -251,6 +271,22 @@ class ServerOptions:
             "MAX_LOGIN_ATTEMPTS",
             raw["max_login_attempts"],
         )
+        for name in ("data_timeout", "database_timeout"):
+            check(
+                name,
+                lambda v, n=name: _positive(
+                    n.upper(), v, number=float, allow_zero=True
+                ),
+                raw[name],
+            )
+        for name in ("login_timeout", "shutdown_timeout"):
+            check(
+                name,
+                lambda v, n=name: _positive(n.upper(), v, number=float),
+                raw[name],
+            )
+        check("upload_mode", parse_upload_mode, raw["upload_mode"])
+        values["digests"] = bool(raw["digests"])
         values["use_sendfile"] = bool(raw["use_sendfile"])
         values["permit_foreign_addresses"] = bool(raw["permit_foreign_addresses"])
 

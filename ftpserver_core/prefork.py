@@ -37,10 +37,20 @@ class Supervisor:
         self.host, self.port = sock.getsockname()[:2]
         self.children = {}
         self._stopping = False
+        self._stop_requested = None
         self._restarts = []
+
+    def shutdown_time_left(self):
+        """Seconds left of the shutdown timeout since stop() (all of it before)."""
+        timeout = self.options.shutdown_timeout
+        if self._stop_requested is None:
+            return timeout
+        return max(0.0, timeout - (time.monotonic() - self._stop_requested))
 
     def stop(self):
         """Stop every worker (safe from a signal handler)."""
+        if self._stop_requested is None:
+            self._stop_requested = time.monotonic()
         self._stopping = True
         for pid in list(self.children):
             try:
@@ -55,9 +65,22 @@ class Supervisor:
             self._spawn(index)
         while self.children:
             try:
-                pid, status = os.waitpid(-1, 0)
+                pid, status = os.waitpid(-1, os.WNOHANG if self._stopping else 0)
             except ChildProcessError:
                 break
+            except InterruptedError:
+                continue
+            if pid == 0:
+                # Stopping: a worker past the shutdown timeout is killed (its
+                # audit records are in its journal, for the next start).
+                if not self.shutdown_time_left():
+                    for child in list(self.children):
+                        try:
+                            os.kill(child, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                time.sleep(0.05)
+                continue
             index = self.children.pop(pid, None)
             if index is None or self._stopping:
                 continue

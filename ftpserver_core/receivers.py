@@ -1,12 +1,11 @@
 """Built-in receivers: every FTP signal becomes an audit record.
 
-They run on the IO loop, so they only build a small dict and queue it for the
-audit writer (see ``audit.py``); the database is written by another thread.
+They run on the IO loop, so they only build a small dict and hand it to the
+audit journal and writer (see ``audit/``); the database is written by
+another thread.
 Connected in ``FTPServerCoreConfig.ready()``; your own receivers of the same
 signals run beside them.
 """
-
-from datetime import UTC, datetime
 
 from . import audit, signals
 from .conf import settings
@@ -22,7 +21,8 @@ def _enabled(event):
     return wanted is None or event in wanted
 
 
-def _session_fields(handler):
+def session_fields(handler):
+    """Return the audit fields every record of a session carries."""
     policy = getattr(handler, "policy", None)
     return {
         "remote_ip": handler.remote_ip or None,
@@ -44,15 +44,15 @@ def _session_receiver(event, failure="", **extra_fields):
     def receiver(sender, handler, username=None, **kwargs):
         if not _enabled(event):
             return
-        fields = _session_fields(handler)
+        fields = session_fields(handler)
         for field, arg in extra_fields.items():
             value = kwargs.get(arg)
             if value is not None:
                 fields[field] = value
         if failure:
-            fields.update(success=False, reason=failure)
+            fields.update(success=False, reason=kwargs.get("reason") or failure)
         audit.record(
-            time=datetime.now(UTC),
+            time=audit.now(),
             event=event,
             username=username or "",
             node=audit.node_name(),
@@ -68,13 +68,13 @@ def _login_failed(sender, handler, username=None, reason="", **kwargs):
     if not _enabled(Event.LOGIN_FAILED):
         return
     audit.record(
-        time=datetime.now(UTC),
+        time=audit.now(),
         event=Event.LOGIN_FAILED,
         username=(username or "")[:150],
         success=False,
         reason=reason or "",
         node=audit.node_name(),
-        **_session_fields(handler),
+        **session_fields(handler),
     )
 
 
@@ -82,16 +82,12 @@ def _server_event(event):
     def receiver(sender, server, host, port, **kwargs):
         if _enabled(event):
             audit.record(
-                time=datetime.now(UTC),
+                time=audit.now(),
                 event=event,
                 remote_ip=None,
                 ftp_path=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 node=audit.node_name(),
             )
-        if event == Event.SERVER_STOPPED:
-            # Even when this event is not recorded: the server's last records
-            # must reach the database (or the spool) before the process exits.
-            audit.writer.flush()
 
     receiver.__name__ = f"audit_{event}"
     return receiver
@@ -102,6 +98,7 @@ _TRANSFER = {
     "path": "path",
     "size": "size",
     "duration": "duration",
+    "sha256": "sha256",
 }
 _PATH = {"ftp_path": "ftp_path", "path": "path"}
 

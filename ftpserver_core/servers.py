@@ -3,16 +3,32 @@
 import socket
 import sys
 import threading
+import time
 
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer as BaseFTPServer
 
-from . import audit, tls
+from . import audit, database, tls
 from .authorizers import DjangoAuthorizer
 from .workers import WorkerPool
 
 # Seconds a thread may hold the GIL while another waits for it (see serve()).
 SWITCH_INTERVAL = 0.0005
+
+
+def build_data_channel_class(base, options):
+    """Return a subclass of the handler's data channel with this server's timeout."""
+    stall = options.data_timeout
+    return type(
+        base.__name__,
+        (base,),
+        {
+            "__module__": base.__module__,
+            "stall_timeout": stall,
+            # How often progress is checked: a stall is seen within 1.25x.
+            "timeout": max(0.5, stall / 4) if stall else 0,
+        },
+    )
 
 
 def build_handler_class(options, worker_pool):
@@ -31,7 +47,12 @@ def build_handler_class(options, worker_pool):
         "max_login_attempts": options.max_login_attempts,
         "use_sendfile": options.use_sendfile and not options.tls,
         "permit_foreign_addresses": options.permit_foreign_addresses,
+        "upload_mode": options.upload_mode,
+        "digests": options.digests,
+        "login_timeout": options.login_timeout,
     }
+    if hasattr(base.dtp_handler, "stall_timeout"):
+        attrs["dtp_handler"] = build_data_channel_class(base.dtp_handler, options)
     if options.tls:
         attrs.update(
             certfile=options.certfile,
@@ -51,6 +72,8 @@ class FTPServer(BaseFTPServer):
     def __init__(self, options, sock=None, backlog=100):
         """Listen on ``options.host:port``, or on ``sock`` (prefork workers)."""
         self.options = options
+        self._stop_requested = None
+        database.apply_timeouts(options.database_timeout)
         ioloop = IOLoop.factory()
         self.worker_pool = WorkerPool(ioloop, options.auth_workers)
         self.stopped = threading.Event()
@@ -88,8 +111,8 @@ class FTPServer(BaseFTPServer):
 
     def serve(self):
         """Run the IO loop until stop() is called; then close every session."""
-        # Replays the audit spool a previous process left, even before (or
-        # without) any recorded event.
+        # Recovers the audit journal a previous process left, even before
+        # (or without) any recorded event.
         audit.writer.start()
         # The loop gives up the GIL at every poll and then waits for it while
         # the audit writer or a login worker runs Python: by default up to
@@ -102,8 +125,21 @@ class FTPServer(BaseFTPServer):
             self._shutdown()
 
     def stop(self):
-        """Ask the loop to stop (safe from any thread and from signal handlers)."""
+        """Ask the loop to stop (safe from any thread and from signal handlers).
+
+        The stop, flush of the audit records included, takes at most
+        ``options.shutdown_timeout`` seconds from here.
+        """
+        if self._stop_requested is None:
+            self._stop_requested = time.monotonic()
         self.worker_pool.call_soon(self._close_sessions)
+
+    def shutdown_time_left(self):
+        """Seconds left of the shutdown timeout since stop() (all of it before)."""
+        timeout = self.options.shutdown_timeout
+        if self._stop_requested is None:
+            return timeout
+        return max(0.0, timeout - (time.monotonic() - self._stop_requested))
 
     def _close_sessions(self):
         # Disconnect every client so pyftpdlib sends its incomplete-transfer
@@ -119,11 +155,13 @@ class FTPServer(BaseFTPServer):
     def _shutdown(self):
         if self.stopped.is_set():
             return
-        self.worker_pool.shutdown()
+        # Login threads stuck on a hung database are not waited for.
+        self.worker_pool.shutdown(timeout=1.0)
         self.ioloop.sched.poll()
         self.ioloop.close()
-        # Every event of this server is in the database (or the spool) now.
-        audit.writer.flush()
+        # Every event of this server is in the journal; the database gets
+        # what it takes within the shutdown timeout.
+        audit.writer.flush(timeout=self.shutdown_time_left())
         self.stopped.set()
 
 

@@ -13,7 +13,10 @@ so receivers must accept ``**kwargs``:
 - ``tls``: True when the control channel is encrypted.
 
 Transfer signals add ``ftp_path`` (the path as the client saw it), ``size``
-(bytes transferred in this transfer) and ``duration`` (seconds); delete,
+(bytes stored on disk for an upload, bytes sent for a download) and
+``duration`` (seconds); complete transfers add ``sha256`` (the file's digest
+as it streamed, or "" when the server could not compute it), incomplete
+ones add ``reason`` (one of :data:`TRANSFER_FAILURE_REASONS`); delete,
 mkdir and rmdir add ``ftp_path``; rename adds ``ftp_path_from`` and
 ``ftp_path_to``; ``ftp_login_failed`` adds ``reason``. No signal carries a
 password.
@@ -22,7 +25,11 @@ Receivers run on the server's IO loop: a slow receiver stalls every client.
 Hand heavy work to a queue (Celery, a thread) instead of doing it inline.
 """
 
+import logging
+
 from django.dispatch import Signal
+
+logger = logging.getLogger("ftpserver_core.handlers")
 
 # use_caching: senders are classes (as for Django's model signals), so the
 # receivers of a sender are cached; a send then skips resolving every
@@ -96,10 +103,48 @@ LOGIN_FAILURE_REASONS = (
     "network_not_allowed",  # the client IP is outside the allowed networks
     "too_many_sessions",  # the account's session limit is reached
     "home_unavailable",  # no home directory, or it is missing or unsafe
-    "server_error",  # the database or a backend failed; see the log
+    "database_unavailable",  # the database failed or did not answer in time
+    "server_error",  # a backend failed; see the log
 )
 """The values of ``reason`` in ``ftp_login_failed``."""
+
+TRANSFER_FAILURE_REASONS = (
+    "connection_lost",  # the data connection was reset or broke
+    "data_timeout",  # no progress for FTPSERVER_DATA_TIMEOUT seconds
+    "disk_full",  # no space left (ENOSPC) or the disk quota (EDQUOT)
+    "write_error",  # another error writing the file
+    "read_error",  # an error reading the file being sent
+    "aborted",  # ABOR, or the session ended during the transfer
+    "server_stopped",  # the server stopped during the transfer
+    "server_crashed",  # found in the journal of a process that died
+)
+"""The values of ``reason`` in ``ftp_file_*_incomplete``."""
 
 ALL_SIGNALS = {
     name: signal for name, signal in globals().items() if isinstance(signal, Signal)
 }
+
+
+def _name(signal):
+    return _NAMES.get(id(signal), repr(signal))
+
+
+_NAMES = {id(signal): name for name, signal in ALL_SIGNALS.items()}
+
+
+def dispatch(signal, sender, **kwargs):
+    """Send ``signal`` to every receiver; a receiver that raises is logged.
+
+    Every event is logged at DEBUG on ``ftpserver_core.handlers``, as the
+    signal contract promises.
+    """
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s %s", _name(signal), kwargs)
+    for receiver, result in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "Receiver %r of %s failed.",
+                receiver,
+                _name(signal),
+                exc_info=result,
+            )

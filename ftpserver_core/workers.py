@@ -10,8 +10,10 @@ with a handler.
 import collections
 import logging
 import os
+import queue
 import socket
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -86,32 +88,65 @@ def default_workers():
 
 
 class WorkerPool:
-    """A bounded thread pool whose results come back on the IO loop."""
+    """A bounded pool of daemon threads whose results come back on the IO loop.
+
+    Daemon threads, not ``concurrent.futures``: a thread stuck on a hung
+    database must not keep the process from exiting at a stop.
+    """
 
     def __init__(self, ioloop, workers=None):
         self.waker = LoopWaker(ioloop)
         self.workers = workers or default_workers()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.workers, thread_name_prefix="ftpserver-auth"
-        )
+        self._tasks = queue.SimpleQueue()
+        self._threads = []
+        self._closed = False
+        for number in range(self.workers):
+            thread = threading.Thread(
+                target=self._work, name=f"ftpserver-auth_{number}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self):
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            function, callback, args, kwargs = task
+            try:
+                result = function(*args, **kwargs)
+            except Exception:  # the function's contract is not to raise
+                logger.exception("Worker task %r failed.", function)
+                continue
+            self.waker.call_soon(callback, result)
 
     def submit(self, function, callback, *args, **kwargs):
         """Run ``function(*args, **kwargs)`` in a thread, then ``callback(result)``
         on the loop. ``function`` must not raise: it returns its outcome."""
-        future = self._executor.submit(function, *args, **kwargs)
+        if self._closed:
+            return
+        self._tasks.put((function, callback, args, kwargs))
 
-        def done(f):
-            if not f.cancelled():
-                self.waker.call_soon(callback, f.result())
-
-        future.add_done_callback(done)
-        return future
+    def pending(self):
+        """Return how many tasks wait for a thread."""
+        return self._tasks.qsize()
 
     def call_soon(self, callback, *args):
         """Run ``callback(*args)`` on the loop thread (callable from any thread)."""
         self.waker.call_soon(callback, *args)
 
-    def shutdown(self):
-        """Wait for running work to finish, then release the threads."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, timeout=None):
+        """Drop waiting tasks; wait up to ``timeout`` seconds for running ones."""
+        self._closed = True
+        try:
+            while True:
+                self._tasks.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in self._threads:
+            self._tasks.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
         self.waker.close()

@@ -71,6 +71,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 FTPSERVER_AUTH_FAILED_DELAY = 0.05
 
-# Any process replays every audit spool file of its directory: test runs (and
-# their databases) must not share one. Tests that spool use their tmp_path.
-FTPSERVER_AUDIT_SPOOL_DIR = os.path.join(_TMP, f"ftpsuite-audit-spool-{os.getpid()}")
+# The audit journal of this test process (its database's); tests that look
+# into a journal use their tmp_path.
+FTPSERVER_AUDIT_JOURNAL_DIR = os.path.join(
+    _TMP, f"ftpsuite-audit-journal-{os.getpid()}"
+)

@@ -59,10 +59,10 @@ SPEC_ARGS = {
 TRANSFER = {"ftp_path", "size", "duration"}
 EXTRAS = {
     "ftp_login_failed": {"reason"},
-    "ftp_file_received": TRANSFER,
-    "ftp_file_sent": TRANSFER,
-    "ftp_file_received_incomplete": TRANSFER,
-    "ftp_file_sent_incomplete": TRANSFER,
+    "ftp_file_received": TRANSFER | {"sha256"},
+    "ftp_file_sent": TRANSFER | {"sha256"},
+    "ftp_file_received_incomplete": TRANSFER | {"reason"},
+    "ftp_file_sent_incomplete": TRANSFER | {"reason"},
     "ftp_file_deleted": {"ftp_path"},
     "ftp_directory_created": {"ftp_path"},
     "ftp_directory_deleted": {"ftp_path"},
@@ -499,7 +499,10 @@ def test_upload_aborted_with_abor_is_incomplete(live_ftp, make_account, recorder
     assert kwargs["path"] == path
     assert kwargs["ftp_path"] == "/part.bin"
     assert 0 <= kwargs["size"] <= 200_000
-    assert kwargs["size"] == os.path.getsize(path)
+    assert kwargs["reason"] == "aborted"
+    # Atomic uploads (the default): a fresh upload that fails leaves nothing.
+    assert not os.path.exists(path)
+    assert os.listdir(os.path.dirname(path)) == []
     assert isinstance(kwargs["duration"], float) and kwargs["duration"] >= 0
     # The session goes on after the abort.
     assert ftp.voidcmd("NOOP").startswith("200")
@@ -525,7 +528,9 @@ def test_upload_cut_by_closing_the_control_connection_is_incomplete(
     assert kwargs["path"] == real(account, "cut.bin")
     assert kwargs["ftp_path"] == "/cut.bin"
     assert kwargs["remote_port"] == session_port
-    assert kwargs["size"] == os.path.getsize(kwargs["path"])
+    assert 0 <= kwargs["size"] <= 100_000
+    assert kwargs["reason"] == "aborted"
+    assert not os.path.exists(kwargs["path"])
 
 
 def test_download_aborted_with_abor_is_incomplete(live_ftp, make_account, recorder):

@@ -153,8 +153,8 @@ def test_ftps_upload_download_listing(tls_ftp, tls_cert, make_account, recorder)
     received = recorder.wait_for("ftp_file_received", 2)
     assert [(e["ftp_path"], e["size"], e["tls"]) for e in received] == [
         ("/big.bin", len(payload), True),
-        # ASCII mode: size counts the CRLF bytes on the wire, the disk has LF.
-        ("/docs/notes.txt", len(b"line one\r\nline two\r\n"), True),
+        # ASCII mode: the wire has CRLF; size counts the bytes stored (LF).
+        ("/docs/notes.txt", len(b"line one\nline two\n"), True),
     ]
 
 

@@ -1,31 +1,38 @@
-"""The audit writer: FTP events become database rows, off the IO loop.
+"""The audit trail: FTP events become database rows, never lost on the way.
 
-Receivers call :func:`record`, which appends a dict to an in-memory queue
-(microseconds). A background thread bulk-inserts the queue every
+Receivers call :func:`record`. The record gets a unique ``uid`` and goes to
+the local journal (``audit/journal.py``) and to an in-memory queue; a
+background thread (``audit/writer.py``) inserts the queue in batches every
 ``FTPSERVER_AUDIT_INTERVAL`` seconds or ``FTPSERVER_AUDIT_BATCH_SIZE``
-records. When the database fails it retries; when it stays down, batches go
-to a spool file (JSON lines) that is replayed once the database answers
-again, and at the next start. A graceful stop flushes everything. The queue
-is bounded: past ``FTPSERVER_AUDIT_MAX_QUEUE`` records, new ones go straight
-to the spool, so memory stays bounded and nothing is dropped.
+records, and then trims the journal. On the IO loop, :func:`batch` holds the
+replies of a command until its records are written to the journal (one
+``write()``), so an acknowledged event survives a kill at any moment.
 
-Spool files are ``spool-<pid>-<n>.jsonl`` in ``FTPSERVER_AUDIT_SPOOL_DIR``;
-any process may replay any of them (it holds an exclusive ``flock`` on the
-file while it does). A writer never waits for that lock: when a replayer holds
-its file, it starts a new one. A line that cannot be read back goes, as is, to
-``<spool file>.bad``; a record that the database refuses as invalid even
-after cleaning goes to ``rejected-<pid>-<n>.jsonl.bad``. Both are logged;
-fix such a file and rename it to ``spool-<anything>.jsonl`` to replay it.
+While the database is down (or the queue is full), records live in the
+journal only and are read back when it answers again. The journal of a
+process that died is written into the database by the next process that
+starts on the same database and directory, without duplicates.
 """
 
+import contextlib
 import os
 import socket
+import time
 
 from ..conf import settings
-from .spool import Spool
-from .writer import AuditWriter
+from .writer import AuditWriter, journal_dir
 
-__all__ = ["AuditWriter", "Spool", "node_name", "record", "writer"]
+__all__ = [
+    "AuditWriter",
+    "batch",
+    "begin_upload",
+    "end_upload",
+    "journal_dir",
+    "node_name",
+    "now",
+    "record",
+    "writer",
+]
 
 
 _HOSTNAME = socket.gethostname()
@@ -38,15 +45,43 @@ def node_name():
 
 writer = AuditWriter()
 
+# A record's time, as journaled: a POSIX timestamp (cheap to make and to
+# encode on the IO loop; the writer makes the datetime).
+now = time.time
+
 
 def record(**fields):
-    """Queue one audit record (called by the receivers, on the IO loop)."""
+    """Journal and queue one audit record (called by the receivers, on the loop)."""
     writer.put(fields)
+
+
+@contextlib.contextmanager
+def batch():
+    """Write the records made inside the block to the journal in one go, at its end."""
+    journal = writer.journal
+    journal.start_batch()
+    try:
+        yield
+    finally:
+        journal.end_batch()
+
+
+def begin_upload(fields):
+    """Journal an upload in progress; return the uid its final record takes."""
+    return writer.journal.begin(fields)
+
+
+def end_upload(uid):
+    """Journal that the upload ``uid`` ended (its record says how)."""
+    writer.journal.end(uid)
 
 
 def _reset_in_child():
     # A forked worker must not share (or think it has) the parent's writer
-    # thread, queue or spool file.
+    # thread, queue or journal files.
+    journal = writer._journal
+    if journal is not None:
+        journal.close_inherited()
     writer.__init__()
 
 

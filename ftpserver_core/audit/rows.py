@@ -7,6 +7,8 @@ built from precomputed columns, sent by COPY on PostgreSQL (psycopg formats
 rows in C) and by one prepared INSERT run for all rows elsewhere.
 """
 
+import datetime
+
 from django.db import connection, models, transaction
 
 _COLUMNS = None
@@ -48,10 +50,19 @@ def clean(record):
 
     Client-supplied text (a username typed at USER, a path) may hold what a
     database refuses; the record is kept, with those characters replaced.
+    ``time`` may be a POSIX timestamp (what the receivers journal) or an
+    aware datetime (what the journal gives back after an ISO string).
     """
     limits = _text_limits()
     cleaned = {}
     for name, value in record.items():
+        if name[:1] == "_":
+            continue  # journal bookkeeping, not a field
+        if name == "time":
+            if isinstance(value, int | float):
+                value = datetime.datetime.fromtimestamp(value, datetime.UTC)
+            elif isinstance(value, str):
+                value = datetime.datetime.fromisoformat(value)
         if isinstance(value, str) and name in limits:
             value = str(value)
             if "\x00" in value:
@@ -70,7 +81,7 @@ def clean(record):
 
 def _unknown_fields(batch, names):
     for record in batch:
-        unknown = record.keys() - names
+        unknown = {k for k in record.keys() - names if k[:1] != "_"}
         if unknown:
             # As bulk_create would: a programming error, not "database down".
             raise TypeError(
@@ -134,3 +145,25 @@ def insert(batch):
             f"INSERT INTO {table} ({names}) VALUES ({placeholders})",  # noqa: S608
             rows,
         )
+
+
+def insert_new(batch):
+    """Insert the records of ``batch`` whose uid is not in the table yet.
+
+    For records read back from the journal: some may have reached the
+    database before the process died or the connection failed.
+    """
+    from ..models import AuditEvent
+
+    uids = [r["uid"] for r in batch if r.get("uid")]
+    existing = set()
+    for start in range(0, len(uids), 500):
+        existing.update(
+            str(uid).replace("-", "")
+            for uid in AuditEvent.objects.filter(
+                uid__in=uids[start : start + 500]
+            ).values_list("uid", flat=True)
+        )
+    fresh = [r for r in batch if not r.get("uid") or r["uid"] not in existing]
+    if fresh:
+        insert(fresh)

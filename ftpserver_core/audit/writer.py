@@ -1,23 +1,28 @@
-"""The audit writer thread: queued records become rows in batches."""
+"""The audit writer thread: journaled records become rows in batches."""
 
 import atexit
 import collections
 import logging
 import os
-import tempfile
 import threading
 import time
 
 from django.db import DataError, Error, IntegrityError, connection
 
 from ..conf import settings
+from . import journal as journals
 from . import rows
-from .spool import Spool
 
 logger = logging.getLogger("ftpserver_core.audit")
 
 # Seconds after which the writer closes its unused database connection.
 CONNECTION_IDLE = 30.0
+# Seconds between two probes of a database that is down.
+PROBE_INTERVAL = 1.0
+# Seconds between two looks for the journals of processes that are gone.
+RECOVER_INTERVAL = 60.0
+# Seconds between two log lines about a journal that cannot be written.
+BROKEN_LOG_INTERVAL = 60.0
 
 
 def _bad_data(exc):
@@ -26,8 +31,7 @@ def _bad_data(exc):
     DataError and IntegrityError come from the values; so does anything that
     is no database error (a field that does not exist, a value Django cannot
     adapt). Every other database error (OperationalError, InterfaceError,
-    ProgrammingError such as a missing table, ...) means "unavailable": keep
-    the records and retry later.
+    ProgrammingError such as a missing table, ...) means "unavailable".
     """
     return isinstance(exc, DataError | IntegrityError) or not isinstance(exc, Error)
 
@@ -42,7 +46,7 @@ class _Marker:
 
 
 class AuditWriter:
-    """A background thread that inserts queued audit records in batches."""
+    """A background thread that inserts journaled audit records in batches."""
 
     def __init__(self):
         self._queue = collections.deque()
@@ -50,74 +54,73 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._thread = None
         self._stopping = False
-        self._db_down_since = None
+        self._journal = None
+        self._journal_key = None
+        self._down_since = None
         self._next_probe = 0.0
-        self._spool = None
-        self._spool_failed = False
-        self._atexit = False
-        # The batch the writer thread is inserting, since when, and whether
-        # flush() gave up waiting and spooled it.
-        self._inflight = None
-        self._inflight_since = 0.0
-        self._inflight_spooled = False
+        self._next_recover = 0.0
         self._last_insert = 0.0
+        self._broken_logged = 0.0
+        self._atexit = False
+        self._committed = 0
         self.written = 0
-        self.spooled = 0
         self.rejected = 0
+        self.dropped = 0
+        self.replayed = 0
         # The most records ever held in memory (never above AUDIT_MAX_QUEUE).
         self.peak_pending = 0
 
+    # --- the journal (created on first use, for the current settings)
+
     @property
-    def spool(self):
-        """The spool of this process in FTPSERVER_AUDIT_SPOOL_DIR (read each time)."""
-        directory = os.fspath(
-            settings.AUDIT_SPOOL_DIR
-            or os.path.join(tempfile.gettempdir(), "ftpserver_core-audit-spool")
+    def journal(self):
+        """This process's journal in the configured directory, for this database."""
+        db = connection.settings_dict
+        key = (
+            settings.AUDIT_JOURNAL_DIR,
+            settings.AUDIT_SPOOL_DIR,
+            db.get("NAME"),
+            db.get("HOST"),
+            db.get("PORT"),
+            os.getpid(),
         )
-        spool = self._spool
-        if spool is None or spool.directory != directory or spool.pid != os.getpid():
-            spool = self._spool = Spool(directory)
-        return spool
+        current = self._journal
+        if current is not None and self._journal_key == key:
+            return current
+        with self._lock:
+            if self._journal is None or self._journal_key != key:
+                journal = journals.Journal(
+                    journal_dir(),
+                    journals.database_id(db),
+                    fsync=settings.AUDIT_FSYNC,
+                )
+                journal.queue = self._queue if self._down_since is None else None
+                self._journal, self._journal_key = journal, key
+            return self._journal
 
     # --- producer side (the IO loop)
 
     def put(self, record):
-        """Queue one record (a dict of AuditEvent fields); never blocks on the DB."""
-        if len(self._queue) >= settings.AUDIT_MAX_QUEUE:
-            # The database has been slow for long: keep memory bounded.
-            try:
-                self.spool.append([record])
-            except OSError:
-                # No database and no disk: memory is the last place left.
-                if not self._spool_failed:
-                    logger.exception(
-                        "Cannot write the audit spool: keeping records in memory."
-                    )
-                    self._spool_failed = True
-                self._queue.append(record)
-            else:
-                self.spooled += 1
-        else:
-            self._queue.append(record)
+        """Journal one record (a dict of AuditEvent fields) and queue it."""
+        journal = self.journal
+        journal.add(record)
         pending = len(self._queue)
         if pending > self.peak_pending:
             self.peak_pending = pending
         thread = self._thread
         if thread is None or self._stopping or not thread.is_alive():
-            # Under the lock: a stopping thread either sees this record or
-            # has ended (then a new one starts).
             self.start()
-        if pending >= settings.AUDIT_BATCH_SIZE:
+        if pending >= settings.AUDIT_BATCH_SIZE or pending >= settings.AUDIT_MAX_QUEUE:
             self._wake.set()
 
     def pending(self):
         """Return how many records wait in memory."""
-        return len(self._queue)
+        return len(self._queue) + (len(self._journal.fallback) if self._journal else 0)
 
     # --- lifecycle
 
     def start(self):
-        """Start the writer thread (idempotent); it first replays the spool."""
+        """Start the writer thread (idempotent); it first recovers old journals."""
         with self._lock:
             self._start()
 
@@ -132,19 +135,21 @@ class AuditWriter:
         )
         thread.start()
         if not self._atexit:
-            # The thread is a daemon: flush before the interpreter exits.
-            atexit.register(self.flush)
+            atexit.register(self._at_exit)
             self._atexit = True
         return thread
 
-    def flush(self, timeout=30.0):
-        """Write every record queued so far; spool what the database refuses.
+    def _at_exit(self):
+        # Every record is in the journal already: a short last chance only.
+        self.flush(timeout=min(2.0, settings.SHUTDOWN_TIMEOUT))
 
-        Blocks until every record put before the call is in the database or
-        the spool, then lets the writer thread end unless records keep
-        coming (a later put() starts it again). After ``timeout`` seconds
-        (the database hangs), what is left goes to the spool, and False is
-        returned.
+    def flush(self, timeout=30.0):
+        """Write every record queued so far to the database.
+
+        Blocks until every record put before the call is in the database, or
+        ``timeout`` seconds passed (the database is down or hangs): what is
+        left stays in the journal, which the next start replays. Returns True
+        when everything was written.
         """
         deadline = time.monotonic() + timeout
         marker = _Marker()
@@ -153,12 +158,14 @@ class AuditWriter:
             self._stopping = True
             thread = self._start(stopping=True)
         self._wake.set()
-        if not marker.done.wait(timeout):
-            with self._lock:
-                # Also the batch the thread has been stuck with for long.
-                stuck = time.monotonic() - self._inflight_since >= min(1.0, timeout)
-                self._spill_all(with_inflight=stuck)
-            marker.done.set()
+        if not marker.done.wait(max(0.0, timeout)):
+            logger.warning(
+                "The database did not take every audit record in %.1f s: %d records "
+                "stay in the journal in %s and are written at the next start.",
+                timeout,
+                self.pending(),
+                self.journal.directory,
+            )
             return False
         # Let the thread end (its stop is prompt) unless new records came.
         while thread.is_alive() and not self._queue:
@@ -166,200 +173,279 @@ class AuditWriter:
             if left <= 0:
                 break
             thread.join(min(left, 0.05))
-        return True
+        return self._down_since is None
 
     # --- the writer thread
 
     def _run(self):
         try:
-            self._replay()
+            self._recover()
             while True:
                 self._wake.wait(settings.AUDIT_INTERVAL)
                 self._wake.clear()
-                drained = self._drain()
+                if self._down_since is not None:
+                    self._probe()
+                if self._down_since is None:
+                    self._drain()
+                self._release_markers()
                 if not self._stopping:
-                    self._maybe_replay()
-                    self._close_idle_connection()
+                    self._housekeeping()
                 with self._lock:
-                    if self._stopping and (not self._queue or not drained):
+                    if self._stopping and (
+                        not self._queue or self._down_since is not None
+                    ):
                         if self._thread is threading.current_thread():
                             self._thread = None
                         return
         except Exception:
-            logger.exception("The audit writer failed; spooling what is queued.")
+            logger.exception("The audit writer failed; records stay in the journal.")
             with self._lock:
-                self._spill_all()
+                if self._thread is threading.current_thread():
+                    self._thread = None
         finally:
+            self._release_markers(everything=True)
             self._discard_connection()
 
+    def _release_markers(self, everything=False):
+        """Wake flush() callers whose records are handled (or never will be)."""
+        queue = self._queue
+        if everything or self._down_since is not None:
+            for item in [i for i in queue if isinstance(i, _Marker)]:
+                try:
+                    queue.remove(item)
+                except ValueError:
+                    pass
+                item.done.set()
+        else:
+            while queue and isinstance(queue[0], _Marker):
+                queue.popleft().done.set()
+
     def _next_batch(self, size):
-        """Pop up to ``size`` records, stopping after a flush marker."""
-        batch, markers = [], []
-        while self._queue and len(batch) < size:
-            item = self._queue.popleft()
+        """Pop up to ``size`` records, stopping at a flush marker."""
+        batch = []
+        queue = self._queue
+        while queue and len(batch) < size:
+            item = queue[0]
             if isinstance(item, _Marker):
-                markers.append(item)
                 break
-            batch.append(item)
-        return batch, markers
+            batch.append(queue.popleft())
+        return batch
 
     def _drain(self):
-        """Write (or spool) the queue; False if a batch could go nowhere."""
-        batch_size = max(1, settings.AUDIT_BATCH_SIZE)
-        while self._queue:
-            batch, markers = self._next_batch(batch_size)
-            rest = []
-            if batch:
-                with self._lock:
-                    self._inflight, self._inflight_spooled = batch, False
-                    self._inflight_since = time.monotonic()
-                try:
-                    rest = self._write(batch)
-                except Exception:
-                    logger.exception("Unexpected error writing audit records.")
-                    rest = batch
-            with self._lock:
-                self._inflight = None
-                if self._inflight_spooled:
-                    # flush() timed out and spooled this batch meanwhile.
-                    if len(rest) < len(batch):
-                        logger.warning(
-                            "%d audit records were written after a flush gave up "
-                            "waiting and spooled them: they will be duplicated.",
-                            len(batch) - len(rest),
-                        )
-                elif rest and not self._to_spool(rest, markers):
-                    return False
-            for marker in markers:
-                marker.done.set()
-        return True
-
-    def _to_spool(self, records, markers=()):
-        """Spool ``records`` (lock held); on a disk error put them back."""
-        try:
-            self.spool.append(records)
-        except OSError:
-            logger.exception(
-                "Cannot write the audit spool: keeping %d records in memory.",
-                len(records),
-            )
-            self._spool_failed = True
-            self._queue.extendleft(reversed([*records, *markers]))
-            return False
-        self._spool_failed = False
-        self.spooled += len(records)
-        return True
-
-    def _spill_all(self, with_inflight=False):
-        """Spool the queue (lock held), and the in-flight batch if asked."""
-        batch, markers = [], []
-        if with_inflight and self._inflight and not self._inflight_spooled:
-            batch.extend(self._inflight)
-            self._inflight_spooled = True
-        while self._queue:
-            item = self._queue.popleft()
-            (markers if isinstance(item, _Marker) else batch).append(item)
-        if batch:
-            self._to_spool(batch)
-        for marker in markers:
-            marker.done.set()
-
-    def _maybe_replay(self):
-        # While the database is down, probe it (with the spool's first batch)
-        # once a second at most, so the spool is replayed soon after it comes
-        # back even when no new event arrives.
-        now = time.monotonic()
-        if self._db_down_since is None or now >= self._next_probe:
-            self._next_probe = now + max(1.0, settings.AUDIT_INTERVAL)
-            self._replay()
-
-    def _replay(self):
-        try:
-            count = self.spool.replay(self._write, stop=lambda: self._stopping)
-        except OSError:
-            logger.exception("Cannot replay the audit spool.")
+        journal = self.journal
+        if journal.fallback:
+            self._write_fallback(journal)
+        if self._replay_own(journal) is False:
             return
-        if count:
-            logger.info("Replayed %d spooled audit records.", count)
+        batch_size = max(1, settings.AUDIT_BATCH_SIZE)
+        while self._down_since is None:
+            self._release_markers()
+            batch = self._next_batch(batch_size)
+            if not batch:
+                break
+            if not self._write(batch, rows.insert):
+                self._go_down(journal)
+                return
+            self._committed = journals.Journal.seq_of(batch[-1]["uid"])
+            journal.trim(self._committed)
+        if journal.current_size() > journals.SEGMENT_BYTES:
+            journal.rotate()
 
-    def _write(self, batch):
-        """Insert ``batch``; return the records not written (database unavailable)."""
-        # While the database is down, try once per batch (no long retries),
-        # so the queue drains to the spool instead of piling up in memory.
-        attempts = 1 if self._db_down_since else settings.AUDIT_RETRIES + 1
+    def _write_fallback(self, journal):
+        # Records the journal could not hold: memory is all they have.
+        batch = list(journal.fallback)
+        if self._write(batch, rows.insert_new):
+            for _ in batch:
+                journal.fallback.popleft()
+
+    def _go_down(self, journal):
+        """The database is unavailable: records now live in the journal only."""
+        journal.rotate(replay=True, queue=None)
+        self._release_markers()
+
+    def _probe(self):
+        now = time.monotonic()
+        if now < self._next_probe and not self._stopping:
+            return
+        self._next_probe = now + PROBE_INTERVAL
+        try:
+            self._check_connection()
+        except Exception:
+            self._discard_connection()
+            return
+        logger.warning(
+            "The database is back after %.1f s; writing the journaled audit records.",
+            now - self._down_since,
+        )
+        self._down_since = None
+        # Resume queueing in the same step as closing the segment that holds
+        # the records written meanwhile (all read back below).
+        self.journal.rotate(replay=True, queue=self._queue)
+
+    def _check_connection(self):
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    def _replay_own(self, journal):
+        """Read back this process's segments whose records left memory."""
+        for segment in journal.to_replay():
+            bad = []
+            records = [
+                item
+                for item in journals.read_lines(segment.path, bad)
+                if "_begin" not in item and "_end" not in item
+            ]
+            self._keep_bad(bad)
+            if not self._write_all(records):
+                self._go_down(journal)
+                return False
+            journal.replayed(segment)
+        return True
+
+    def _write_all(self, records):
+        batch_size = max(1, settings.AUDIT_BATCH_SIZE)
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            if not self._write(batch, rows.insert_new):
+                return False
+            self.replayed += len(batch)
+        return True
+
+    def _housekeeping(self):
+        now = time.monotonic()
+        if now >= self._next_recover:
+            self._next_recover = now + RECOVER_INTERVAL
+            self._recover()
+        journal = self._journal
+        if (
+            journal is not None
+            and journal.broken is not None
+            and now - self._broken_logged >= BROKEN_LOG_INTERVAL
+        ):
+            self._broken_logged = now
+            logger.error(
+                "Cannot write the audit journal in %s (%s): %d records are "
+                "held in memory only.",
+                journal.directory,
+                journal.broken,
+                self.pending(),
+            )
+        if (
+            connection.connection is not None
+            and now - self._last_insert > CONNECTION_IDLE
+        ):
+            self._discard_connection()
+
+    def _recover(self):
+        """Write the journals of processes that are gone into the database."""
+        if self._down_since is not None:
+            return
+        try:
+            journal = self.journal
+            orphans = journal.orphans()
+        except OSError as exc:
+            logger.error("Cannot read the audit journal directory: %s", exc)
+            return
+        from . import recovery
+
+        for instance, paths in orphans.items():
+            try:
+                count = recovery.recover(paths, self._write_all, self._keep_bad)
+            except OSError as exc:
+                logger.error("Cannot recover the audit journal %s: %s", paths, exc)
+                continue
+            if count is None:
+                # The database failed meanwhile.
+                self._mark_down(None)
+                return
+            if count:
+                logger.warning(
+                    "Recovered %d audit records from the journal of a process "
+                    "that stopped (%s).",
+                    count,
+                    instance,
+                )
+
+    def _keep_bad(self, bad):
+        if not bad:
+            return
+        path = journals.keep_bad(self.journal.directory, [raw for _, _, raw, _ in bad])
+        for source, number, _raw, why in bad:
+            logger.error(
+                "Unreadable line %d of the audit journal %s (%s): kept in %s.",
+                number,
+                source,
+                why,
+                path,
+            )
+
+    def _write(self, batch, insert):
+        """Insert ``batch``; False when the database is unavailable."""
+        attempts = settings.AUDIT_RETRIES + 1
         error = None
         for attempt in range(attempts):
             if attempt:
+                if self._stopping:
+                    break
                 time.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
             try:
-                self._insert(batch)
+                self._insert(batch, insert)
             except Exception as exc:
                 if _bad_data(exc):
-                    # One bad record must not hold back (or keep spooling)
-                    # the others.
-                    return self._write_each(batch)
+                    return self._write_each(batch, insert)
                 error = exc
                 self._discard_connection()
-                if self._db_down_since is None:
+                if attempt == 0:
                     logger.warning("Audit insert failed (%s); retrying.", exc)
                 continue
-            self._mark_up()
             self.written += len(batch)
-            return []
+            return True
         self._mark_down(error)
-        return batch
+        return False
 
-    def _write_each(self, batch):
+    def _write_each(self, batch, insert):
         """Insert records one by one; put those the database refuses aside."""
         self._discard_connection()
-        for index, record in enumerate(batch):
+        refused = []
+        for record in batch:
             try:
-                self._insert([record])
+                self._insert([record], rows.insert_new)
             except Exception as exc:
                 self._discard_connection()
                 if not _bad_data(exc):
                     self._mark_down(exc)
-                    return batch[index:]
-                self.spool.reject([record], exc)
-                self.rejected += 1
+                    return False
+                refused.append(record)
+                logger.error("The database refused an audit record (%s).", exc)
                 continue
-            self._mark_up()
             self.written += 1
-        return []
+        if refused:
+            self.rejected += len(refused)
+            path = journals.keep_bad(
+                self.journal.directory,
+                [journals._dumps(r).encode() for r in refused],
+            )
+            logger.error("%d refused audit record(s) kept in %s.", len(refused), path)
+        return True
 
-    def _insert(self, batch):
-        # The connection stays open while records flow (a connect per batch
-        # costs PostgreSQL milliseconds of the loop's GIL time); one unused
-        # for a while may have been dropped by the server: start afresh.
-        now = time.monotonic()
-        if now - self._last_insert > CONNECTION_IDLE:
+    def _insert(self, batch, insert):
+        # The connection stays open while records flow; one unused for a
+        # while may have been dropped by the server: start afresh.
+        if time.monotonic() - self._last_insert > CONNECTION_IDLE:
             self._discard_connection()
-        rows.insert(batch)
+        insert(batch)
         self._last_insert = time.monotonic()
 
-    def _close_idle_connection(self):
-        if (
-            connection.connection is not None
-            and time.monotonic() - self._last_insert > CONNECTION_IDLE
-        ):
-            self._discard_connection()
-
-    def _mark_up(self):
-        if self._db_down_since is not None:
-            logger.warning(
-                "The database is back after %.1f s; replaying the audit spool.",
-                time.monotonic() - self._db_down_since,
-            )
-            self._db_down_since = None
-
     def _mark_down(self, error):
-        if self._db_down_since is None:
-            self._db_down_since = time.monotonic()
-            self._next_probe = self._db_down_since + max(1.0, settings.AUDIT_INTERVAL)
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._next_probe = self._down_since + PROBE_INTERVAL
             logger.error(
-                "The database is unavailable (%s): spooling audit records to %s.",
+                "The database is unavailable (%s): audit records are kept in the "
+                "journal in %s until it is back.",
                 error,
-                self.spool.directory,
+                self.journal.directory,
             )
 
     @staticmethod
@@ -368,3 +454,22 @@ class AuditWriter:
             connection.close()
         except Exception:  # noqa: S110  (a broken connection may fail to close)
             pass
+
+
+def journal_dir():
+    """Return the journal directory: the setting, or one derived from the project."""
+    from django.conf import settings as django_settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    configured = settings.AUDIT_JOURNAL_DIR or settings.AUDIT_SPOOL_DIR
+    if configured:
+        return os.fspath(configured)
+    for name, sub in (("DATA_DIR", "audit-journal"), ("BASE_DIR", "var/audit-journal")):
+        base = getattr(django_settings, name, None)
+        if base:
+            return os.path.join(os.fspath(base), *sub.split("/"))
+    raise ImproperlyConfigured(
+        "FTPSERVER_AUDIT_JOURNAL_DIR is not set and the settings have no BASE_DIR "
+        "to derive it from; set it to a directory of this project (not a "
+        "temporary directory)."
+    )

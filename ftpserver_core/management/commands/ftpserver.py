@@ -11,7 +11,7 @@ import django
 from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ftpserver_core import signals
+from ftpserver_core import audit, signals
 from ftpserver_core.conf import settings as ftp_settings
 from ftpserver_core.options import OptionError, ServerOptions, parse_address
 from ftpserver_core.prefork import Supervisor
@@ -128,8 +128,12 @@ class Command(BaseCommand):
 
         previous = self._install_signal_handlers(server)
         self._print_banner(server, server_options)
-        signals.ftp_server_started.send(
-            sender=type(self), server=server, host=server.host, port=server.port
+        signals.dispatch(
+            signals.ftp_server_started,
+            type(self),
+            server=server,
+            host=server.host,
+            port=server.port,
         )
         try:
             if isinstance(server, Supervisor):
@@ -139,9 +143,16 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
-            signals.ftp_server_stopped.send(
-                sender=type(self), server=server, host=server.host, port=server.port
+            signals.dispatch(
+                signals.ftp_server_stopped,
+                type(self),
+                server=server,
+                host=server.host,
+                port=server.port,
             )
+            # What the database does not take in time stays in the journal,
+            # written at the next start.
+            audit.writer.flush(timeout=server.shutdown_time_left())
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._remove(pidfile)

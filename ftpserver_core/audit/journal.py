@@ -1,0 +1,369 @@
+"""The journal: every audit record on local disk before its reply leaves.
+
+Records are appended as JSON lines to segment files
+``journal-<database id>-<instance>-<n>.jsonl`` in the journal directory.
+The IO loop buffers the records of one reply (see ``batch()`` in
+``audit/__init__.py``) and writes them with one ``write()`` before the reply
+is sent: a process killed at any moment leaves every acknowledged event on
+disk (in the page cache; ``FTPSERVER_AUDIT_FSYNC`` adds ``fsync`` for power
+loss). The writer thread trims segments once the database has their records.
+
+A process holds an exclusive ``flock`` on each of its segments while it
+lives; any process of the same database recovers the segments of a process
+that is gone (their locks are free), skipping records already in the
+database (every record has a unique ``uid``). File names carry the database
+identity, so a journal is only ever replayed into its own database.
+
+Besides records, the journal holds the uploads in progress: a ``_begin``
+line (the record the upload gets if the process dies, with its temporary
+file) and an ``_end`` line written with the upload's own record. Recovery
+records the begins that have no end as ``upload_incomplete`` and removes the
+temporary files of atomic uploads.
+"""
+
+import collections
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+
+logger = logging.getLogger("ftpserver_core.audit")
+
+# A segment is closed (and a new one started) past this size.
+SEGMENT_BYTES = 8 << 20
+
+_NAME_RE = re.compile(
+    r"^journal-(?P<db>[0-9a-f]+)-(?P<instance>[0-9a-f]+)-(?P<n>\d+)\.jsonl$"
+)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def database_id(settings_dict):
+    """Return a short identity of a database from its connection settings."""
+    name = str(settings_dict.get("NAME") or "")
+    engine = settings_dict.get("ENGINE", "")
+    if engine.endswith("sqlite3") and name and not name.startswith(":memory:"):
+        name = os.path.realpath(name)
+    identity = "|".join(
+        (
+            engine.rsplit(".", 1)[-1],
+            str(settings_dict.get("HOST") or ""),
+            str(settings_dict.get("PORT") or ""),
+            name,
+        )
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Segment:
+    __slots__ = ("path", "fd", "size", "max_seq", "replay")
+
+    def __init__(self, path, fd):
+        self.path = path
+        self.fd = fd
+        self.size = 0
+        self.max_seq = -1
+        # True once its records are no longer in the writer's queue: they
+        # must be read back from disk.
+        self.replay = False
+
+
+class Journal:
+    """This process's journal segments in one directory, for one database."""
+
+    def __init__(self, directory, database, fsync=False):
+        self.directory = os.fspath(directory)
+        self.database = database
+        self.fsync = fsync
+        self.instance = secrets.token_hex(8)
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._buffer = []  # encoded lines not written yet
+        self._buffer_records = []  # their records that are not queued
+        self._buffer_seq = 0
+        self._batching = 0
+        # The writer's queue (None while it reads the journal back instead)
+        # and where records go when the journal cannot be written.
+        self.queue = None
+        self.fallback = collections.deque()
+        self._seq = 0
+        self._segno = 0
+        self._current = None
+        self._closed = []  # _Segment, oldest first
+        self._open_begins = {}  # uid -> encoded _begin line
+        self.broken = None  # the OSError of the last failed write, if any
+        self.written_lines = 0
+
+    # --- names
+
+    @staticmethod
+    def seq_of(uid):
+        return int(uid[16:], 16)
+
+    def _segment_path(self, number):
+        return os.path.join(
+            self.directory,
+            f"journal-{self.database}-{self.instance}-{number:06d}.jsonl",
+        )
+
+    # --- writing (any thread; the IO loop in practice)
+
+    def add(self, record):
+        """Give ``record`` a uid and journal it; queue it for the writer.
+
+        Written at once unless a batch is open. While the writer reads the
+        journal back instead (``queue`` is None: the database is down), the
+        record stays on disk only; if the disk fails too, it goes to
+        ``fallback`` (memory).
+        """
+        with self._lock:
+            self._seq += 1
+            record["uid"] = f"{self.instance}{self._seq:016x}"
+            self._buffer.append(_dumps(record) + "\n")
+            self._buffer_seq = self._seq
+            if self.queue is not None:
+                self.queue.append(record)
+            else:
+                self._buffer_records.append(record)
+            if not self._batching:
+                self._sync_locked()
+
+    def begin(self, record):
+        """Journal an upload in progress (kept in every new segment until its end).
+
+        Return its uid, which its final record reuses.
+        """
+        with self._lock:
+            self._seq += 1
+            uid = record["uid"] = f"{self.instance}{self._seq:016x}"
+            line = _dumps({**record, "_begin": 1}) + "\n"
+            self._open_begins[uid] = line
+            self._buffer.append(line)
+            if not self._batching:
+                self._sync_locked()
+            return uid
+
+    def end(self, uid):
+        """Journal the end of an upload (batched with its record)."""
+        with self._lock:
+            if self._open_begins.pop(uid, None) is None:
+                return
+            self._buffer.append(_dumps({"_end": uid}) + "\n")
+            if not self._batching:
+                self._sync_locked()
+
+    def start_batch(self):
+        with self._lock:
+            self._batching += 1
+
+    def end_batch(self):
+        """Close a batch; write its lines (one write) when it is the outermost."""
+        with self._lock:
+            self._batching -= 1
+            if not self._batching and self._buffer:
+                self._sync_locked()
+
+    def _sync_locked(self):
+        data = "".join(self._buffer).encode("utf-8", "surrogateescape")
+        try:
+            segment = self._current or self._open_segment()
+            try:
+                _write_all(segment.fd, data)
+                if self.fsync:
+                    os.fsync(segment.fd)
+            except OSError:
+                # No half line that would glue to the next one.
+                try:
+                    os.ftruncate(segment.fd, segment.size)
+                except OSError:
+                    pass
+                raise
+        except OSError as exc:
+            self.broken = exc
+            self.fallback.extend(self._buffer_records)
+        else:
+            segment.size += len(data)
+            segment.max_seq = self._buffer_seq
+            self.written_lines += len(self._buffer)
+            self.broken = None
+        self._buffer.clear()
+        self._buffer_records.clear()
+
+    def _open_segment(self):
+        # With self._lock held.
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._segno += 1
+        path = self._segment_path(self._segno)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        segment = self._current = _Segment(path, fd)
+        if self._open_begins:
+            # Uploads in progress stay findable in the newest segment.
+            data = "".join(self._open_begins.values()).encode(
+                "utf-8", "surrogateescape"
+            )
+            _write_all(fd, data)
+            segment.size = len(data)
+        return segment
+
+    # --- the writer thread's side
+
+    def rotate(self, replay=False, queue=False):
+        """Close the current segment; with ``replay`` mark every closed one
+        as no longer in memory, and set ``queue`` (the writer's deque or
+        None) in the same step. Return the segments to replay."""
+        with self._lock:
+            if self._buffer:
+                self._sync_locked()
+            if queue is not False:
+                if queue is None and self.queue is not None:
+                    self.queue.clear()
+                self.queue = queue
+            if self._current is not None and self._current.size:
+                self._closed.append(self._current)
+                self._current = None
+                try:
+                    self._open_segment()
+                except OSError as exc:
+                    self.broken = exc
+            if replay:
+                for segment in self._closed:
+                    segment.replay = True
+            return [s for s in self._closed if s.replay]
+
+    def current_size(self):
+        current = self._current
+        return current.size if current is not None else 0
+
+    def trim(self, committed_seq):
+        """Remove closed segments whose records are all in the database."""
+        with self._lock:
+            keep = []
+            for segment in self._closed:
+                if not segment.replay and segment.max_seq <= committed_seq:
+                    self._remove(segment)
+                else:
+                    keep.append(segment)
+            self._closed = keep
+
+    def replayed(self, segment):
+        """Remove a segment whose records were read back into the database."""
+        with self._lock:
+            if segment in self._closed:
+                self._closed.remove(segment)
+                self._remove(segment)
+
+    def to_replay(self):
+        """Return the closed segments whose records must be read back."""
+        with self._lock:
+            return [s for s in self._closed if s.replay]
+
+    def pending_segments(self):
+        with self._lock:
+            return len(self._closed) + (1 if self._current else 0)
+
+    @staticmethod
+    def _remove(segment):
+        try:
+            os.unlink(segment.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(segment.fd)
+
+    def close_inherited(self):
+        """In a forked child: let go of the parent's files (not its locks)."""
+        for segment in [*self._closed, self._current]:
+            if segment is not None:
+                try:
+                    os.close(segment.fd)
+                except OSError:
+                    pass
+        self._closed = []
+        self._current = None
+
+    # --- reading back
+
+    def orphans(self):
+        """Return {instance: [paths, oldest first]} of gone processes' segments."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return {}
+        groups = {}
+        for name in names:
+            match = _NAME_RE.match(name)
+            if not match or match["db"] != self.database:
+                continue
+            if match["instance"] == self.instance:
+                continue
+            groups.setdefault(match["instance"], []).append(
+                (int(match["n"]), os.path.join(self.directory, name))
+            )
+        return {
+            instance: [path for _, path in sorted(paths)]
+            for instance, paths in groups.items()
+        }
+
+
+def lock_all(paths):
+    """Open and lock every path; return the fds, or None if one is in use."""
+    fds = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        fds.append(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            for other in fds:
+                os.close(other)
+            return None
+    return fds
+
+
+def read_lines(path, bad):
+    """Yield the JSON objects of a segment; unreadable lines go to ``bad``."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            if not raw.endswith(b"\n"):
+                # A line cut by a crash in the middle of a write: it was never
+                # acknowledged (its reply waits for the write to finish).
+                bad.append((path, number, raw, "incomplete last line"))
+                continue
+            try:
+                item = json.loads(raw.decode("utf-8", "surrogateescape"))
+                if not isinstance(item, dict):
+                    raise ValueError(f"a {type(item).__name__}, not a record")
+            except ValueError as exc:
+                bad.append((path, number, raw, str(exc)))
+                continue
+            yield item
+
+
+def keep_bad(directory, lines):
+    """Append unreadable or refused lines to ``bad-<pid>.jsonl.bad``."""
+    if not lines:
+        return None
+    path = os.path.join(directory, f"bad-{os.getpid()}.jsonl.bad")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, b"".join(line.rstrip(b"\r\n") + b"\n" for line in lines))
+    finally:
+        os.close(fd)
+    return path

@@ -1,0 +1,345 @@
+"""Data channels that store every byte the client sent, or say why not.
+
+pyftpdlib 2.2's ``DTPHandler`` answers ``226`` to an upload that ended with a
+connection reset, loses the reply order when a write fails (``426 None``,
+then a late reply), lets a stalled transfer hold its connection for 300 s or
+more, and checks nothing about the file's final close. These classes replace
+its read path and its ``close()``; they lean on its private state
+(``_resp``, ``_idler``, ``_initialized``, ``cmd_channel._on_dtp_close``,
+the SSL mixin's ``_ssl_*`` flags), which is why pyftpdlib is pinned below 2.3.
+
+An upload counts as complete only when the data connection ended cleanly (a
+TCP FIN or a TLS close_notify) and every byte received was written and the
+file put in place; anything else is recorded incomplete with a reason from
+``signals.TRANSFER_FAILURE_REASONS``.
+"""
+
+import errno
+import hashlib
+import logging
+
+from pyftpdlib.exceptions import _RetryError
+from pyftpdlib.handlers.ftp.data import DTPHandler
+from pyftpdlib.ioloop import _ERRNOS_DISCONNECTED, _ERRNOS_RETRY, AsyncChat, timer
+
+from . import tls
+
+logger = logging.getLogger("pyftpdlib")
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+# How many extra reads one read event may do to empty what OpenSSL holds.
+_TLS_DRAIN_READS = 64
+
+
+def write_failure(exc):
+    """Return (reason, reply) for an error writing an upload."""
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EDQUOT:
+        return "disk_full", f"552 Disk quota exceeded ({why}); transfer aborted."
+    if exc.errno == errno.ENOSPC:
+        return (
+            "disk_full",
+            f"452 Insufficient storage space: {why}; transfer aborted.",
+        )
+    return "write_error", f"451 Error writing the file: {why}; transfer aborted."
+
+
+class DataChannelMixin:
+    """The read path, stall timeout and close of a data channel."""
+
+    # Seconds without progress before the transfer is aborted (0: never).
+    # pyftpdlib's ``timeout`` is how often that is checked.
+    stall_timeout = 120.0
+
+    def __init__(self, sock, cmd_channel):
+        self.failure = None
+        self._progress = (0, timer())
+        self._digest = None
+        super().__init__(sock, cmd_channel)
+
+    # --- reading
+
+    def recv(self, buffer_size):
+        try:
+            data = self.socket.recv(buffer_size)
+        except OSError as err:
+            if err.errno in _ERRNOS_RETRY:
+                raise _RetryError from err
+            if err.errno in _ERRNOS_DISCONNECTED:
+                self.connection_lost()
+                return b""
+            raise
+        if not data:
+            self.end_of_data()
+        return data
+
+    def handle_read(self):
+        try:
+            chunk = self.recv(self.ac_in_buffer_size)
+        except _RetryError:
+            return
+        except OSError:
+            self.connection_lost()
+            return
+        if chunk and not self._closed:
+            self.store(chunk)
+
+    def handle_read_event(self):
+        # Through the attribute: the TLS channel's handle_read drains OpenSSL.
+        self.handle_read()
+
+    def store(self, chunk):
+        """Write a received chunk; abort the transfer if the write fails."""
+        self.tot_bytes_received += len(chunk)
+        if self._data_wrapper is not None:
+            chunk = self._data_wrapper(chunk)
+        try:
+            self.file_obj.write(chunk)
+        except OSError as exc:
+            self.abort(*write_failure(exc))
+
+    def end_of_data(self):
+        """The client closed the connection cleanly."""
+        if self.receive:
+            self.transfer_finished = True
+        self.handle_close()
+
+    def connection_lost(self):
+        """The connection was reset or broke: the transfer is incomplete."""
+        if self._closed:
+            return
+        if not self._initialized:
+            self.close()
+            return
+        self.abort(
+            "connection_lost",
+            f"426 Data connection lost after {self.get_transmitted_bytes()} bytes; "
+            "transfer aborted.",
+        )
+
+    # --- sending: hash what passes through
+
+    def push_with_producer(self, producer):
+        if (
+            self.cmd_channel.digests
+            and self.file_obj is not None
+            and getattr(producer, "file", None) is not None
+            and producer.type == "i"
+            and producer.file.tell() == 0
+        ):
+            digest = self._digest = hashlib.sha256()
+            more = producer.more
+
+            def hashed_more():
+                data = more()
+                digest.update(data)
+                return data
+
+            producer.more = hashed_more
+        super().push_with_producer(producer)
+
+    def initiate_sendfile(self):
+        # The kernel sends the file: no digest from this transfer.
+        self._digest = None
+        super().initiate_sendfile()
+
+    # --- ending
+
+    def handle_timeout(self):
+        transmitted = self.get_transmitted_bytes()
+        now = timer()
+        if transmitted != self._progress[0]:
+            self._progress = (transmitted, now)
+            return
+        if not self.stall_timeout or now - self._progress[1] < self.stall_timeout:
+            return
+        if not self._initialized:
+            # A connection no command uses yet: no reply is due.
+            self.close()
+            return
+        self.abort(
+            "data_timeout",
+            f"426 Data connection timed out: no data for {self.stall_timeout:g} "
+            "seconds; transfer aborted.",
+        )
+
+    def handle_error(self):
+        # A programming error or an unexpected socket error: log it, and end
+        # the transfer as incomplete with an answer in order.
+        self.log_exception(self)
+        self.abort("connection_lost", "426 Internal error; transfer aborted.")
+
+    def handle_close(self):
+        if self._closed:
+            return
+        if not self.receive:
+            self.transfer_finished = not self.producer_fifo
+        if self.transfer_finished:
+            self._resp = ("226 Transfer complete.", logger.debug)
+        else:
+            if self.failure is None:
+                self.failure = "connection_lost" if self._initialized else None
+            self._resp = (
+                f"426 Transfer aborted; {self.get_transmitted_bytes()} bytes "
+                "transmitted.",
+                logger.debug,
+            )
+        self.close()
+
+    def abort(self, reason, reply):
+        """End the transfer as incomplete: ``reply`` is sent, ``reason`` recorded."""
+        if self._closed:
+            return
+        self.failure = reason
+        self.transfer_finished = False
+        self._resp = (reply, logger.info)
+        self.close()
+
+    def close(self):
+        """Close the connection, settle the file, then reply and record (in order)."""
+        if self._closed:
+            return
+        AsyncChat.close(self)
+        cmd = self.cmd_channel
+        with cmd.reply_batch():
+            file = self.file_obj
+            if file is not None:
+                self._settle(file)
+            if self._resp:
+                cmd.respond(self._resp[0], logfun=self._resp[1])
+            if self._idler is not None and not self._idler.cancelled:
+                self._idler.cancel()
+            if file is not None:
+                self._record(cmd, file)
+            cmd._on_dtp_close()
+
+    def _settle(self, file):
+        """Put a complete upload in place, or discard it; close the file."""
+        if not self.receive:
+            if not file.closed:
+                file.close()
+            return
+        complete = self.transfer_finished and self.failure is None
+        try:
+            if not complete:
+                if self.failure is None:
+                    self.failure = "aborted"
+                getattr(file, "abort", file.close)()
+            else:
+                getattr(file, "commit", file.close)()
+        except OSError as exc:
+            if complete:
+                self.failure, reply = write_failure(exc)
+                self.transfer_finished = False
+                self._resp = (reply, logger.info)
+            else:
+                logger.warning("Could not discard the upload %s: %s", file.name, exc)
+
+    def _record(self, cmd, file):
+        if self.receive:
+            size = getattr(file, "bytes_written", self.tot_bytes_received)
+            digest = getattr(file, "sha256", "") if self.transfer_finished else ""
+        else:
+            size = self.tot_bytes_sent
+            digest = self._digest.hexdigest() if self._digest is not None else ""
+            if not self.transfer_finished and self.failure is None:
+                self.failure = "aborted"
+        elapsed = round(self.get_elapsed_time(), 3)
+        cmd.transfer_ended(
+            file,
+            receive=self.receive,
+            cmd=self.cmd,
+            completed=self.transfer_finished,
+            size=size,
+            duration=elapsed,
+            reason=None if self.transfer_finished else self.failure,
+            sha256=digest,
+        )
+
+
+class DataChannel(DataChannelMixin, DTPHandler):
+    """Plain-FTP data channel."""
+
+
+if tls.available:
+    from OpenSSL import SSL
+    from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
+
+    def _unexpected_eof(exc):
+        return "unexpected eof" in str(exc).lower()
+
+    class TLSDataChannel(TLS_DTPHandler, DataChannel):
+        """FTPS data channel: TLS ends like TCP, and nothing OpenSSL holds is lost.
+
+        The MRO puts pyftpdlib's SSL mixin before :class:`DataChannel`, so its
+        handshake and shutdown run and then hand over to our read and close.
+        """
+
+        def recv(self, buffer_size):
+            try:
+                data = self.socket.recv(buffer_size)
+            except SSL.WantReadError as err:
+                self._ssl_want_read = True
+                raise _RetryError from err
+            except SSL.WantWriteError as err:
+                self._ssl_want_write = True
+                raise _RetryError from err
+            except SSL.ZeroReturnError:
+                self.end_of_data()  # close_notify
+                return b""
+            except SSL.SysCallError as err:
+                errnum, errstr = err.args
+                if errnum in _ERRNOS_DISCONNECTED:
+                    self.connection_lost()
+                elif errnum == -1 or errstr == "Unexpected EOF":
+                    # A TCP FIN without close_notify: how most FTPS clients end
+                    # an upload, as in plain FTP.
+                    self.end_of_data()
+                else:
+                    raise
+                return b""
+            except SSL.Error as err:
+                if not _unexpected_eof(err):
+                    raise
+                self.end_of_data()
+                return b""
+            if not data:
+                self.end_of_data()
+            return data
+
+        def handle_read(self):
+            super().handle_read()
+            # OpenSSL may have read past the record it returned: bytes it
+            # holds raise no socket event, so read them now, or they are lost
+            # when the client closes right after sending.
+            if not self._ssl_established:
+                return  # PROT C: a plain socket
+            for _ in range(_TLS_DRAIN_READS):
+                if self._closed or not self.receive or not self.socket.pending():
+                    return
+                super().handle_read()
+            if not self._closed and self.socket.pending():
+                self.ioloop.call_later(0, self.handle_read_event)
+
+        def handle_error(self):
+            # Not pyftpdlib's SSL handle_error: it closes without a reply.
+            self._error = True  # no TLS shutdown on a broken connection
+            DataChannel.handle_error(self)
+
+        def handle_close(self):
+            # pyftpdlib's SSL mixin routes hang-ups here too: read what is left.
+            if (
+                not self._closed
+                and self.receive
+                and not self.transfer_finished
+                and self.failure is None
+                and self._ssl_established
+            ):
+                try:
+                    self.handle_read()
+                except Exception:  # noqa: S110  (the close below says what happened)
+                    pass
+                if self._closed:
+                    return
+            super().handle_close()
