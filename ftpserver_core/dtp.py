@@ -276,6 +276,12 @@ if tls.available:
         handshake and shutdown run and then hand over to our read and close.
         """
 
+        # Set per server (tls.make_data_context): no session tickets.
+        data_ssl_context = None
+
+        def secure_connection(self, ssl_context):
+            super().secure_connection(self.data_ssl_context or ssl_context)
+
         def recv(self, buffer_size):
             try:
                 data = self.socket.recv(buffer_size)

@@ -17,18 +17,19 @@ SWITCH_INTERVAL = 0.0005
 
 
 def build_data_channel_class(base, options):
-    """Return a subclass of the handler's data channel with this server's timeout."""
+    """Return a subclass of the handler's data channel with this server's options."""
     stall = options.data_timeout
-    return type(
-        base.__name__,
-        (base,),
-        {
-            "__module__": base.__module__,
-            "stall_timeout": stall,
-            # How often progress is checked: a stall is seen within 1.25x.
-            "timeout": max(0.5, stall / 4) if stall else 0,
-        },
-    )
+    attrs = {
+        "__module__": base.__module__,
+        "stall_timeout": stall,
+        # How often progress is checked: a stall is seen within 1.25x.
+        "timeout": max(0.5, stall / 4) if stall else 0,
+    }
+    if options.tls:
+        attrs["data_ssl_context"] = tls.make_data_context(
+            options.certfile, options.keyfile, options.tls_min_version
+        )
+    return type(base.__name__, (base,), attrs)
 
 
 def build_handler_class(options, worker_pool):

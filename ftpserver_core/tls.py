@@ -27,7 +27,7 @@ def require():
         raise ImproperlyConfigured(MISSING)
 
 
-def make_context(certfile, keyfile=None, min_version="TLSv1.2"):
+def make_context(certfile, keyfile=None, min_version="TLSv1.2", max_version=None):
     """Return a server SSL.Context, or raise ValueError saying what is wrong."""
     require()
     if min_version not in MIN_VERSIONS:
@@ -39,6 +39,8 @@ def make_context(certfile, keyfile=None, min_version="TLSv1.2"):
     context.set_min_proto_version(
         SSL.TLS1_3_VERSION if min_version == "TLSv1.3" else SSL.TLS1_2_VERSION
     )
+    if max_version == "TLSv1.2":
+        context.set_max_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(
         SSL.OP_NO_COMPRESSION
         | SSL.OP_CIPHER_SERVER_PREFERENCE
@@ -69,3 +71,20 @@ def _reason(exc):
         return "; ".join(str(item[2]) for item in exc.args[0]) or str(exc)
     except (IndexError, TypeError):
         return str(exc)
+
+
+def make_data_context(certfile, keyfile=None, min_version="TLSv1.2"):
+    """Return the context of FTPS data connections.
+
+    TLS 1.3 servers send session tickets after the handshake; a client that
+    only writes on an upload connection never reads them, so its kernel
+    answers its close() with a reset that discards the end of the upload
+    still in its send buffer (lftp, PyFilesystem2: uploads cut at 112 KiB).
+    pyOpenSSL cannot turn the tickets off (no SSL_CTX_set_num_tickets), and
+    TLS 1.2 sends none after its handshake: data connections use TLS 1.2,
+    still with forward secrecy and AEAD only, unless TLS 1.3 is the minimum.
+    """
+    max_version = None if min_version == "TLSv1.3" else "TLSv1.2"
+    context = make_context(certfile, keyfile, min_version, max_version)
+    context.set_options(SSL.OP_NO_TICKET)
+    return context

@@ -13,11 +13,8 @@ connections opened after ``down()`` and drops the open ones:
 
 import contextlib
 import json
-import socket
 import sqlite3
-import struct
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from ftpserver_core import audit
 from ftpserver_core.models import AuditEvent
 
 from .conftest import database_url
+from .faults import TcpProxy
 
 PYTHON = sys.executable
 
@@ -98,96 +96,6 @@ def own_spool(directory):
 UP_TIMEOUT, DOWN_TIMEOUT, HANG_TIMEOUT = 5.0, 0.3, 3.0
 
 
-class TcpProxy:
-    """A TCP proxy on 127.0.0.1: ``up`` forwards, ``down`` cuts what is open
-    and refuses (after DOWN_TIMEOUT), ``hang`` accepts and never answers."""
-
-    def __init__(self, target_host, target_port):
-        self.target = (target_host, target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)  # so that close() ends the accept loop
-        self.port = self.listener.getsockname()[1]
-        self.mode = "up"
-        self.accepted = 0
-        self._lock = threading.Lock()
-        self._open = []  # every socket to cut on down()
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
-
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            with self._lock:
-                self.accepted += 1
-                mode = self.mode
-                if mode == "down":
-                    # Refused after DOWN_TIMEOUT, like a locked SQLite file:
-                    # a thread that waited on the database would be seen.
-                    threading.Timer(DOWN_TIMEOUT, _reset, [conn]).start()
-                    continue
-                self._open.append(conn)
-            if mode == "hang":
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _reset(conn)
-                continue
-            with self._lock:
-                self._open.append(upstream)
-            for src, dst in ((conn, upstream), (upstream, conn)):
-                threading.Thread(
-                    target=self._pump, args=(src, dst), daemon=True
-                ).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def set_mode(self, mode):
-        with self._lock:
-            self.mode = mode
-            if mode == "up":
-                return
-            # Cut what is open (held sockets too, when hang() ends).
-            sockets, self._open = self._open, []
-        for sock in sockets:
-            _reset(sock)
-
-    def close(self):
-        self._closed = True
-        self.set_mode("down")
-        self.listener.close()
-        self._thread.join(5)
-
-
-def _reset(sock):
-    """Close with an RST, so the peer fails at once."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
 class Outage:
     """Make the test database unreachable (see the module docstring)."""
 
@@ -204,7 +112,7 @@ class Outage:
             self.settings["OPTIONS"] = {**self.saved["OPTIONS"], "timeout": UP_TIMEOUT}
         else:
             self.proxy = TcpProxy(
-                self.saved["HOST"] or "127.0.0.1", int(self.saved["PORT"] or 5432)
+                (self.saved["HOST"] or "127.0.0.1", int(self.saved["PORT"] or 5432))
             )
             self.settings["HOST"] = "127.0.0.1"
             self.settings["PORT"] = str(self.proxy.port)
@@ -220,7 +128,13 @@ class Outage:
     def down(self, hang=False):
         connection.close()  # this thread's: reconnects after up()
         if self.proxy is not None:
-            self.proxy.set_mode("hang" if hang else "down")
+            # What is open is cut; new connections are held without an answer,
+            # or refused after DOWN_TIMEOUT (a thread that waited on the
+            # database would be seen, as with a locked SQLite file).
+            if hang:
+                self.proxy.hang(cut_existing=True)
+            else:
+                self.proxy.refuse(cut_existing=True, delay=DOWN_TIMEOUT)
             return
         self.settings["OPTIONS"] = {
             **self.saved["OPTIONS"],
@@ -235,7 +149,7 @@ class Outage:
     def up(self):
         connection.close()  # cut by down(): this thread reconnects
         if self.proxy is not None:
-            self.proxy.set_mode("up")
+            self.proxy.recover()
             return
         self.settings["OPTIONS"] = {**self.saved["OPTIONS"], "timeout": UP_TIMEOUT}
         if self.locker is not None:
