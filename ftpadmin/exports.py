@@ -30,6 +30,7 @@ CSV_HEADER = [
     "tls",
     "session_id",
     "node",
+    "sha256",
 ]
 _CSV_COLUMNS = [
     "time",
@@ -44,6 +45,7 @@ _CSV_COLUMNS = [
     "tls",
     "session_id",
     "node",
+    "sha256",
 ]
 
 
@@ -90,7 +92,7 @@ def csv_lines(queryset):
     yield drain()
     rows = queryset.values_list(*_CSV_COLUMNS).iterator(chunk_size=CHUNK_SIZE)
     for count, row in enumerate(rows, 1):
-        moment, event, *middle, size, duration, tls, session_id, node = row
+        moment, event, *middle, size, duration, tls, session_id, node, sha256 = row
         username, group, remote_ip, remote_port, ftp_path = middle
         writer.writerow(
             [
@@ -108,6 +110,7 @@ def csv_lines(queryset):
                 tls,
                 session_id,
                 node,
+                sha256,
             ]
         )
         if count % LINES_PER_YIELD == 0:

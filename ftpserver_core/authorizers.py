@@ -27,6 +27,12 @@ from .policy import LoginRefused, load_policy
 logger = logging.getLogger(__name__)
 
 
+def _schema_error(exc):
+    """True for SQLite's OperationalError about the schema (migrations not run):
+    a configuration error, not an unavailable database."""
+    return "no such table" in str(exc) or "no such column" in str(exc)
+
+
 class DjangoAuthorizer:
     """pyftpdlib authorizer over Django auth, with per-account session counts."""
 
@@ -72,6 +78,9 @@ class DjangoAuthorizer:
             )
             return None, refused.reason
         except (InterfaceError, OperationalError) as exc:
+            if _schema_error(exc):
+                logger.exception("FTP login of %r from %s failed.", username, remote_ip)
+                return None, "server_error"
             logger.error(
                 "FTP login of %r from %s: the database is unavailable (%s).",
                 username,

@@ -82,7 +82,12 @@ def check_debug(app_configs, **kwargs):
     return []
 
 
-@checks.register("ftpserver")
+# Deployment checks of the FTP server: run by ``manage.py check --deploy`` and
+# by the ``ftpserver`` command before it starts, not by every command.
+DEPLOY_TAG = "ftpserver_deploy"
+
+
+@checks.register(DEPLOY_TAG, deploy=True)
 def check_journal(app_configs, **kwargs):
     """The audit journal needs a directory of this project, not a shared temp one."""
     import tempfile

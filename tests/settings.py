@@ -76,3 +76,5 @@ FTPSERVER_AUTH_FAILED_DELAY = 0.05
 FTPSERVER_AUDIT_JOURNAL_DIR = os.path.join(
     _TMP, f"ftpsuite-audit-journal-{os.getpid()}"
 )
+# ... which is in the temporary directory, as everything of a test run.
+SILENCED_SYSTEM_CHECKS = ["ftpserver_core.W002"]

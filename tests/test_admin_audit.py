@@ -59,6 +59,7 @@ def rows(db):
                 path="/srv/ftp/alice/in/report.pdf",
                 size=123_456,
                 duration=0.25,
+                sha256="5e" * 32,
             ),
             event(
                 time=T0 + datetime.timedelta(minutes=2),
@@ -440,6 +441,7 @@ def _expected(obj):
         "reason": obj.reason,
         "tls": obj.tls,
         "node": obj.node,
+        "sha256": obj.sha256,
     }
 
 
@@ -485,7 +487,7 @@ def test_export_xlsx(admin_client, rows):
     for r in records:
         for key in ("username", "group", "session_id", "ftp_path", "path"):
             r[key] = r[key] or ""
-        for key in ("ftp_path_to", "path_to", "reason", "node"):
+        for key in ("ftp_path_to", "path_to", "reason", "node", "sha256"):
             r[key] = r[key] or ""
     assert records == _db_rows(time__year=2026, time__month=3)
     assert all(isinstance(r["size"], int) for r in records if r["size"] is not None)

@@ -4,6 +4,7 @@ import datetime
 import ftplib
 import io
 import ipaddress
+import logging
 import random
 import signal
 import socket
@@ -705,3 +706,45 @@ def test_debug_warns_but_serves(ftpserver_cmd, tmp_path):
     assert "System check identified 1 issue (0 silenced)." in server.stderr
     assert server.client().getwelcome() == "220 FTP server ready."
     assert server.stop() == 0
+
+
+def test_a_receiver_that_raises_at_start_and_stop_is_logged_and_the_server_runs(
+    make_account, caplog
+):
+    # Under Restart=always a raising receiver used to make a crash loop.
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver broken on purpose")
+
+    signals.ftp_server_started.connect(broken, weak=False)
+    signals.ftp_server_stopped.connect(broken, weak=False)
+    make_account("alice")
+    try:
+        with caplog.at_level(logging.DEBUG, logger="ftpserver_core.handlers"):
+            running = InProcessServer("127.0.0.1:0")
+            try:
+                assert running.error is None
+                ftp = ftplib.FTP(timeout=10)
+                ftp.connect(running.host, running.port)
+                ftp.login("alice", PASSWORD)
+                assert ftp.voidcmd("NOOP").startswith("200")
+                ftp.quit()
+            finally:
+                running.stop()
+    finally:
+        signals.ftp_server_started.disconnect(broken)
+        signals.ftp_server_stopped.disconnect(broken)
+    assert running.stdout.getvalue().rstrip().endswith("FTP server stopped.")
+    failures = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "failed" in r.getMessage()
+    ]
+    assert [r.getMessage().split(" of ")[-1] for r in failures] == [
+        "ftp_server_started failed.",
+        "ftp_server_stopped failed.",
+    ]
+    assert all(isinstance(r.exc_info[1], RuntimeError) for r in failures)
+    # Both are in the DEBUG log, like every other event.
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any(m.startswith("ftp_server_started ") for m in debug)
+    assert any(m.startswith("ftp_server_stopped ") for m in debug)

@@ -59,6 +59,7 @@ class AuditEventResource(resources.ModelResource):
             "reason",
             "tls",
             "node",
+            "sha256",
         )
         export_order = fields
         chunk_size = 2000

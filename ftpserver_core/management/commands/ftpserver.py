@@ -12,6 +12,7 @@ from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ftpserver_core import audit, signals
+from ftpserver_core.checks import DEPLOY_TAG
 from ftpserver_core.conf import settings as ftp_settings
 from ftpserver_core.options import OptionError, ServerOptions, parse_address
 from ftpserver_core.prefork import Supervisor
@@ -81,6 +82,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.stdout.write("Performing system checks...\n\n")
         self.check(display_num_errors=True)
+        # The FTP server's own deployment checks (not Django's web ones).
+        self.check(tags=[DEPLOY_TAG], include_deployment_checks=True)
 
         overrides = {field: options[field] for field in OPTIONS}
         if options["addrport"]:
