@@ -184,6 +184,7 @@ class DjangoHandlerMixin:
         """Answer 421 (retry later): not a failed attempt, and no delay."""
         self.add_channel()
         self._login_failure = "database_unavailable"
+        self._held_input = b""  # the session ends: nothing more is run
         with self.reply_batch():
             self.respond(UNAVAILABLE)
             self.on_login_failed(self.username, "")

@@ -10,6 +10,7 @@ from pyftpdlib.servers import FTPServer as BaseFTPServer
 
 from . import audit, database, tls
 from .authorizers import DjangoAuthorizer
+from .dtp import DataChannelMixin
 from .workers import WorkerPool
 
 # Seconds a thread may hold the GIL while another waits for it (see serve()).
@@ -147,7 +148,11 @@ class FTPServer(BaseFTPServer):
         # and disconnect callbacks, run them, then let the loop end.
         if not self._closed:
             self.close()
-        for channel in list(self.ioloop.socket_map.values()):
+        channels = list(self.ioloop.socket_map.values())
+        for channel in channels:
+            if isinstance(channel, DataChannelMixin) and channel.failure is None:
+                channel.failure = "server_stopped"
+        for channel in channels:
             if channel is not self.worker_pool.waker:
                 channel.close()
         self.ioloop.sched.poll()
