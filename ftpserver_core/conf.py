@@ -123,6 +123,8 @@ class Settings:
     """
 
     prefix = "FTPSERVER_"
+    # Bumped at every clear(): what is built from settings can tell it is stale.
+    generation = 0
 
     def __getattr__(self, name):
         if name not in DEFAULTS:
@@ -138,6 +140,7 @@ class Settings:
     def clear(self):
         """Forget the kept values, so the next access reads Django settings."""
         self.__dict__.clear()
+        Settings.generation += 1
 
 
 settings = Settings()

@@ -7,7 +7,14 @@ import os
 import threading
 import time
 
-from django.db import DataError, Error, IntegrityError, connection
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DataError,
+    Error,
+    IntegrityError,
+    connection,
+    connections,
+)
 
 from ..conf import settings
 from . import journal as journals
@@ -62,7 +69,6 @@ class AuditWriter:
         self._last_insert = 0.0
         self._broken_logged = 0.0
         self._atexit = False
-        self._committed = 0
         self.written = 0
         self.rejected = 0
         self.dropped = 0
@@ -75,28 +81,36 @@ class AuditWriter:
     @property
     def journal(self):
         """This process's journal in the configured directory, for this database."""
-        db = connection.settings_dict
-        key = (
-            settings.AUDIT_JOURNAL_DIR,
-            settings.AUDIT_SPOOL_DIR,
-            db.get("NAME"),
-            db.get("HOST"),
-            db.get("PORT"),
-            os.getpid(),
-        )
+        # Called for every command that records: a cheap check first.
+        db = connections.settings[DEFAULT_DB_ALIAS]
         current = self._journal
-        if current is not None and self._journal_key == key:
+        if current is not None and self._journal_key == (
+            settings.generation,
+            db.get("NAME"),
+        ):
             return current
         with self._lock:
+            key = (settings.generation, db.get("NAME"))
             if self._journal is None or self._journal_key != key:
-                journal = journals.Journal(
-                    journal_dir(),
-                    journals.database_id(db),
-                    fsync=settings.AUDIT_FSYNC,
-                )
-                journal.queue = self._queue if self._down_since is None else None
-                self._journal, self._journal_key = journal, key
+                self._switch_journal(journal_dir(), journals.database_id(db))
+                self._journal_key = key
             return self._journal
+
+    def _switch_journal(self, directory, database):
+        # With self._lock held. Settings changed: keep the journal if it is
+        # still the same directory and database.
+        old = self._journal
+        if old is not None and (old.directory, old.database) == (directory, database):
+            old.fsync = settings.AUDIT_FSYNC
+            return
+        journal = journals.Journal(directory, database, fsync=settings.AUDIT_FSYNC)
+        journal.queue = self._queue if self._down_since is None else None
+        if old is not None:
+            # Its files become another instance's: recovered (without
+            # duplicates) by the next look for orphans.
+            old.release()
+            self._next_recover = 0.0
+        self._journal = journal
 
     # --- producer side (the IO loop)
 
@@ -246,8 +260,7 @@ class AuditWriter:
             if not self._write(batch, rows.insert):
                 self._go_down(journal)
                 return
-            self._committed = journals.Journal.seq_of(batch[-1]["uid"])
-            journal.trim(self._committed)
+            journal.trim_to(batch[-1]["uid"])
         if journal.current_size() > journals.SEGMENT_BYTES:
             journal.rotate()
 
