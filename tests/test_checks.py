@@ -1,6 +1,7 @@
 """System checks of the FTPSERVER_* settings: stable ids, the bad value quoted."""
 
 import io
+import os
 
 import pytest
 from django.core import checks
@@ -243,3 +244,87 @@ def test_silenced_check():
         FTPSERVER_TIMEOUT=-1, SILENCED_SYSTEM_CHECKS=["ftpserver_core.E007"]
     ):
         call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def deploy_issues(**settings):
+    """The FTP server's deployment checks (as ``ftpserver`` and ``check --deploy``)."""
+    with override_settings(SILENCED_SYSTEM_CHECKS=[], **settings):
+        issues = checks.run_checks(
+            tags=["ftpserver_deploy"], include_deployment_checks=True
+        )
+    return [(i.id, i.msg) for i in issues]
+
+
+def test_a_journal_in_the_temp_directory_is_warned_about(tmp_path):
+    import tempfile
+
+    in_temp = tempfile.mkdtemp()
+    [(check_id, message)] = deploy_issues(FTPSERVER_AUDIT_JOURNAL_DIR=in_temp)
+    assert check_id == "ftpserver_core.W002"
+    assert repr(os.path.realpath(in_temp)) in message
+    # The old name points to the same place.
+    [(check_id, _)] = deploy_issues(
+        FTPSERVER_AUDIT_JOURNAL_DIR=None, FTPSERVER_AUDIT_SPOOL_DIR=in_temp
+    )
+    assert check_id == "ftpserver_core.W002"
+
+
+def test_a_journal_in_the_project_is_fine_and_derived_from_base_dir(tmp_path):
+    project = "/srv/project-of-the-test"
+    assert deploy_issues(FTPSERVER_AUDIT_JOURNAL_DIR=project) == []
+    with override_settings(
+        FTPSERVER_AUDIT_JOURNAL_DIR=None,
+        FTPSERVER_AUDIT_SPOOL_DIR=None,
+        BASE_DIR="/srv/p",
+    ):
+        from ftpserver_core.audit import journal_dir
+
+        assert journal_dir() == "/srv/p/var/audit-journal"
+    assert (
+        deploy_issues(
+            FTPSERVER_AUDIT_JOURNAL_DIR=None,
+            FTPSERVER_AUDIT_SPOOL_DIR=None,
+            BASE_DIR="/srv/p",
+        )
+        == []
+    )
+
+
+def test_no_journal_location_at_all_is_an_error():
+    [(check_id, message)] = deploy_issues(
+        FTPSERVER_AUDIT_JOURNAL_DIR=None, FTPSERVER_AUDIT_SPOOL_DIR=None
+    )
+    assert check_id == "ftpserver_core.E012"
+    assert "FTPSERVER_AUDIT_JOURNAL_DIR is not set" in message
+
+
+def test_the_ftpserver_command_runs_the_deployment_checks():
+    # Not every command: only ``check --deploy`` and ``ftpserver``.
+    with override_settings(SILENCED_SYSTEM_CHECKS=[]):
+        issues = checks.run_checks(include_deployment_checks=False)
+    assert "ftpserver_core.W002" not in [i.id for i in issues]
+    with (
+        override_settings(
+            SILENCED_SYSTEM_CHECKS=[],
+            FTPSERVER_AUDIT_JOURNAL_DIR=None,
+            FTPSERVER_AUDIT_SPOOL_DIR=None,
+        ),
+        pytest.raises(SystemCheckError, match="ftpserver_core.E012"),
+    ):
+        call_command("ftpserver", "127.0.0.1:0", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "check_id"),
+    [
+        ("FTPSERVER_DATA_TIMEOUT", -1, "ftpserver_core.E010"),
+        ("FTPSERVER_LOGIN_TIMEOUT", 0, "ftpserver_core.E010"),
+        ("FTPSERVER_SHUTDOWN_TIMEOUT", "soon", "ftpserver_core.E010"),
+        ("FTPSERVER_DATABASE_TIMEOUT", "x", "ftpserver_core.E010"),
+        ("FTPSERVER_UPLOAD_MODE", "hidden", "ftpserver_core.E011"),
+    ],
+)
+def test_integrity_settings_are_checked(setting, value, check_id):
+    error = only_error(**{setting: value})
+    assert error.id == check_id
+    assert repr(value) in error.msg
