@@ -13,6 +13,8 @@ import os
 import threading
 import zlib
 
+from .uploads import identity
+
 DEFAULT = "SHA-256"
 ALGORITHMS = ("SHA-256", "SHA-1", "MD5", "CRC32")
 FEATURE = "HASH " + ";".join(a + ("*" if a == DEFAULT else "") for a in ALGORITHMS)
@@ -49,18 +51,16 @@ def _new(algorithm):
 
 def _identity(path):
     st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_size
+    return identity(st), st.st_size
 
 
-def remember(path, sha256):
-    """Keep the SHA-256 of ``path`` as it is on disk now."""
-    try:
-        identity, _ = _identity(path)
-    except OSError:
-        return
+def remember(content, sha256):
+    """Keep the SHA-256 of a file's content, identified by :func:`identity`
+    of the descriptor it was read or written through (not by its path, which
+    may name another file by now)."""
     with _lock:
-        _cache[identity] = sha256
-        _cache.move_to_end(identity)
+        _cache[content] = sha256
+        _cache.move_to_end(content)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
 
@@ -78,17 +78,28 @@ def known(path, algorithm):
     return None if digest is None else (size, digest)
 
 
+def of_file(fileobj):
+    """Return the content identity of an open file, or None."""
+    try:
+        return identity(os.fstat(fileobj.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def compute(path, algorithm=DEFAULT):
     """Read ``path`` and return (size, hex digest), or the OSError (never raises)."""
     digest = _new(algorithm)
     size = 0
     try:
         with open(path, "rb") as fh:
+            before = of_file(fh)
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
                 size += len(chunk)
+            # Only a file that did not change while it was read.
+            unchanged = before is not None and of_file(fh) == before
     except OSError as exc:
         return exc
-    if algorithm == DEFAULT:
-        remember(path, digest.hexdigest())
+    if algorithm == DEFAULT and unchanged:
+        remember(before, digest.hexdigest())
     return size, digest.hexdigest()

@@ -22,7 +22,7 @@ from pyftpdlib.exceptions import _RetryError
 from pyftpdlib.handlers.ftp.data import DTPHandler
 from pyftpdlib.ioloop import _ERRNOS_DISCONNECTED, _ERRNOS_RETRY, AsyncChat, timer
 
-from . import tls
+from . import digests, tls
 
 logger = logging.getLogger("pyftpdlib")
 
@@ -56,6 +56,7 @@ class DataChannelMixin:
         self.failure = None
         self._progress = (0, timer())
         self._digest = None
+        self._content = None
         super().__init__(sock, cmd_channel)
 
     # --- reading
@@ -129,6 +130,8 @@ class DataChannelMixin:
             and producer.file.tell() == 0
         ):
             digest = self._digest = hashlib.sha256()
+            # What is hashed is the content as it was opened.
+            self._content = digests.of_file(producer.file)
             more = producer.more
 
             def hashed_more():
@@ -217,8 +220,14 @@ class DataChannelMixin:
     def _settle(self, file):
         """Put a complete upload in place, or discard it; close the file."""
         if not self.receive:
+            if self._digest is not None and (
+                self._content is None or digests.of_file(file) != self._content
+            ):
+                self._digest = None  # the file changed while it was sent
             if not file.closed:
                 file.close()
+            if self._digest is not None and self.transfer_finished:
+                digests.remember(self._content, self._digest.hexdigest())
             return
         complete = self.transfer_finished and self.failure is None
         try:

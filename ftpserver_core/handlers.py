@@ -73,6 +73,11 @@ class DjangoHandlerMixin:
         self._hash_algorithm = digests.DEFAULT
         super().__init__(conn, server, ioloop=ioloop)
         self._extra_feats.append(digests.FEATURE)
+        sessions = getattr(server, "sessions", None)
+        if sessions is not None:
+            # A session waiting on a worker thread is off the loop's map; the
+            # server still closes it at a stop.
+            sessions.add(self)
 
     # Set once AUTH TLS succeeded: pyftpdlib clears _ssl_established in its
     # TLS shutdown at QUIT, before on_logout and on_disconnect run.
@@ -367,15 +372,20 @@ class DjangoHandlerMixin:
             atomic=self.upload_mode == "atomic",
             digest=self.digests,
         )
+        try:
+            upload.prepare()
+        except RestartError as exc:
+            self.respond(f"554 {exc}.")
+            return
+        except (OSError, FilesystemError) as exc:
+            self.respond(f"550 {strerror(exc)}.")
+            return
+        # On disk before the file is created: a crash leaves nothing unknown.
         upload.journal_uid = audit.begin_upload(
             self._transfer_fields("upload_incomplete", file, **upload.journal_fields())
         )
         try:
             upload.open()
-        except RestartError as exc:
-            audit.end_upload(upload.journal_uid)
-            self.respond(f"554 {exc}.")
-            return
         except (OSError, FilesystemError) as exc:
             audit.end_upload(upload.journal_uid)
             self.respond(f"550 {strerror(exc)}.")
@@ -417,8 +427,9 @@ class DjangoHandlerMixin:
         self._transfer = {"size": size, "duration": duration}
         if completed:
             self._transfer["sha256"] = sha256
-            if sha256:
-                digests.remember(name, sha256)
+            content = getattr(file, "identity", None)
+            if sha256 and content is not None:
+                digests.remember(content, sha256)
         else:
             self._transfer["reason"] = reason
         self.log_transfer(cmd, name, receive, completed, duration, size)
@@ -477,7 +488,9 @@ class DjangoHandlerMixin:
         if self.worker_pool is None:
             self._hash_reply(algorithm, client_path, digests.compute(path, algorithm))
             return
-        # Reading a large file takes a while: other clients go on meanwhile.
+        # Reading a large file takes a while: other clients go on meanwhile,
+        # and this session's next commands wait for the 213, in order.
+        self._held_input, self.ac_in_buffer = self.ac_in_buffer, b""
         self.del_channel()
         self.worker_pool.submit(
             digests.compute,

@@ -4,6 +4,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer as BaseFTPServer
@@ -92,6 +93,7 @@ class FTPServer(BaseFTPServer):
             ioloop.close()
             raise
         self._bound = self.socket.getsockname()[:2]
+        self.sessions = weakref.WeakSet()
         # Instance attributes: pyftpdlib's class defaults stay untouched.
         self.max_cons = options.max_connections or 0
         self.max_cons_per_ip = options.max_connections_per_ip or 0
@@ -149,6 +151,7 @@ class FTPServer(BaseFTPServer):
         if not self._closed:
             self.close()
         channels = list(self.ioloop.socket_map.values())
+        channels += [s for s in list(self.sessions) if s not in channels]
         for channel in channels:
             if isinstance(channel, DataChannelMixin) and channel.failure is None:
                 channel.failure = "server_stopped"

@@ -1,15 +1,16 @@
 """Files being received: counted, hashed, and put in place only when whole.
 
-In ``atomic`` mode (``FTPSERVER_UPLOAD_MODE``) an upload is written to a
+In ``atomic`` mode (``FTPSERVER_UPLOAD_MODE``) a fresh upload is written to a
 hidden temporary file next to its target, ``.ftpupload-<token>-<name>``, and
 renamed to the target once the data connection ended cleanly and every byte
-was written: a program watching the directory never sees a partial file. A
-resumed upload (REST+STOR, APPE) moves the existing file to the temporary
-name for the time of the transfer and back at its end, whatever the outcome,
-so the client can resume again. An upload that fails from the start is
-removed. ``direct`` mode writes in place, as classic FTP servers do.
+was written: a program watching the directory never sees a partial file, and
+an upload that fails leaves nothing. The temporary file takes the mode of the
+file it replaces; a target that is a symbolic link is replaced where it
+points. A resumed upload (REST+STOR into an existing file, APPE onto one)
+writes in place, as in ``direct`` mode: that file was visible before, and
+concurrent appends must all land.
 
-The temporary file's name is journaled before it is created (see
+The upload is journaled before its temporary file is created (see
 ``audit/journal.py``), so a crash leaves nothing behind that the next start
 does not find and remove.
 """
@@ -18,6 +19,7 @@ import errno
 import hashlib
 import os
 import secrets
+import stat
 
 TEMP_PREFIX = ".ftpupload-"
 # Room for the prefix and the token within NAME_MAX (255).
@@ -33,8 +35,18 @@ class RestartError(ValueError):
     """A REST offset beyond the end of the file being resumed."""
 
 
+def identity(st):
+    """The identity of a file's content: device, inode, size, modification time."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class Upload:
-    """A file being received on a data connection."""
+    """A file being received on a data connection.
+
+    ``prepare()`` decides how it is written (it raises for a REST beyond the
+    end or a directory), ``journal_fields()`` says it for the journal, then
+    ``open()`` creates the file.
+    """
 
     def __init__(self, path, *, offset=0, append=False, atomic=True, digest=True):
         self.name = path  # what pyftpdlib's callbacks report
@@ -45,64 +57,63 @@ class Upload:
         self.closed = False
         self.committed = False
         self.temp = None
-        self._resume = False
+        self.identity = None  # of the content written, once closed
+        self._target = path
+        self._mode = None
         self._file = None
-        if atomic:
-            directory, name = os.path.split(path)
-            self.temp = os.path.join(
-                directory, f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name[:_NAME_ROOM]}"
-            )
+        self._digest = digest
+
+    def prepare(self):
+        """Decide where and how to write; raise OSError or RestartError."""
+        try:
+            st = os.stat(self.name)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.name)
+        size = st.st_size if st is not None else 0
+        if self.offset > size:
+            raise RestartError(f"REST position ({self.offset}) > file size ({size})")
+        if self.append and st is not None:
+            # What is there is kept: the upload is what comes after it.
+            self.offset = size
+        resumed = bool(self.offset)
         # A digest of the whole file is known only when it is written from
         # its first byte.
-        self._hash = hashlib.sha256() if digest else None
+        self._hash = hashlib.sha256() if self._digest and not resumed else None
+        if resumed or not self.atomic:
+            self.atomic = False
+            return self
+        if st is not None:
+            self._mode = stat.S_IMODE(st.st_mode)
+            if os.path.islink(self.name):
+                # Replace the file the link points to, not the link.
+                self._target = os.path.realpath(self.name)
+        directory, name = os.path.split(self._target)
+        self.temp = os.path.join(
+            directory, f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name[:_NAME_ROOM]}"
+        )
+        return self
 
     def journal_fields(self):
         """What recovery needs to record and clean up this upload after a crash."""
-        return {
-            "_final": self.name,
-            "_temp": self.temp,
-            "_offset": self.offset,
-            "_resume": bool(self.offset or self.append),
-        }
+        return {"_final": self._target, "_temp": self.temp, "_offset": self.offset}
 
     def open(self):
         """Create or open the file (in its temporary place when atomic)."""
-        if os.path.isdir(self.name):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.name)
-        exists = os.path.lexists(self.name)
-        resume = bool(self.offset or self.append) and exists
-        if self.offset and not exists:
-            raise RestartError(f"REST position ({self.offset}) > file size (0)")
-        if resume and self.offset:
-            size = os.path.getsize(self.name)
-            if self.offset > size:
-                raise RestartError(
-                    f"REST position ({self.offset}) > file size ({size})"
-                )
-        if resume or self.offset:
-            self._hash = None
-        target = self.name
         if self.atomic:
-            target = self.temp
-            if resume:
-                os.rename(self.name, self.temp)
-                self._resume = True
-        try:
-            if self.offset:
-                mode = "r+b"
-            elif resume:
-                mode = "ab"
-            else:
-                mode = "xb" if self.atomic else "wb"
-            # Unbuffered: a write error surfaces at the write that failed,
-            # and bytes_written is what the kernel took.
-            self._file = open(target, mode, buffering=0)  # noqa: SIM115
-            if self.offset:
-                self._file.seek(self.offset)
-        except BaseException:
-            if self._resume:
-                os.rename(self.temp, self.name)
-            raise
+            self._file = open(self.temp, "xb", buffering=0)  # noqa: SIM115
+            if self._mode is not None:
+                os.fchmod(self._file.fileno(), self._mode)
+        elif self.append:
+            self._file = open(self.name, "ab", buffering=0)  # noqa: SIM115
+        elif self.offset:
+            self._file = open(self.name, "r+b", buffering=0)  # noqa: SIM115
+            self._file.seek(self.offset)
+        else:
+            self._file = open(self.name, "wb", buffering=0)  # noqa: SIM115
+        # Unbuffered: a write error surfaces at the write that failed, and
+        # bytes_written is what the kernel took.
         return self
 
     def write(self, data):
@@ -121,36 +132,29 @@ class Upload:
         return self._hash.hexdigest() if self._hash is not None else ""
 
     def commit(self):
-        """Flush and close the file, then put it in place. May raise OSError."""
+        """Close the file, then put it in place. May raise OSError."""
         if self.closed:
             return
         self.closed = True
         try:
+            self.identity = identity(os.fstat(self._file.fileno()))
             self._file.close()
+            if self.atomic:
+                os.replace(self.temp, self._target)
         except BaseException:
             self._discard()
             raise
-        if self.atomic:
-            try:
-                os.replace(self.temp, self.name)
-            except BaseException:
-                self._discard()
-                raise
         self.committed = True
 
     def abort(self):
-        """Close the file without putting a fresh upload in place."""
+        """Close the file; a fresh atomic upload is removed."""
         if self.closed:
             return
         self.closed = True
-        error = None
         try:
             self._file.close()
-        except OSError as exc:
-            error = exc
-        self._discard()
-        if error is not None:
-            raise error
+        finally:
+            self._discard()
 
     def close(self):
         # pyftpdlib closes the files of transfers that never started.
@@ -160,10 +164,6 @@ class Upload:
         if not self.atomic:
             return
         try:
-            if self._resume:
-                # The client resumes from what is there: put it back.
-                os.replace(self.temp, self.name)
-            else:
-                os.unlink(self.temp)
+            os.unlink(self.temp)
         except FileNotFoundError:
             pass

@@ -25,15 +25,12 @@ def _incomplete(begin):
 
 
 def _clean_up(begin):
-    """Remove an atomic upload's temporary file (or put a resumed file back)."""
+    """Remove an atomic upload's temporary file."""
     temp = begin.get("_temp")
     if not temp:
         return
     try:
-        if begin.get("_resume"):
-            os.replace(temp, begin["_final"])
-        else:
-            os.unlink(temp)
+        os.unlink(temp)
     except FileNotFoundError:
         pass
 
