@@ -382,7 +382,13 @@ class DjangoHandlerMixin:
             return
         # On disk before the file is created: a crash leaves nothing unknown.
         upload.journal_uid = audit.begin_upload(
-            self._transfer_fields("upload_incomplete", file, **upload.journal_fields())
+            self._transfer_fields(
+                "upload_incomplete",
+                file,
+                # Recorded after a crash only if such uploads are audited.
+                _record=audit.enabled("upload_incomplete"),
+                **upload.journal_fields(),
+            )
         )
         try:
             upload.open()

@@ -8,17 +8,12 @@ signals run beside them.
 """
 
 from . import audit, signals
-from .conf import settings
 from .models import AuditEvent
 
 Event = AuditEvent.Event
 
 
-def _enabled(event):
-    if not settings.AUDIT_ENABLED:
-        return False
-    wanted = settings.AUDIT_EVENTS
-    return wanted is None or event in wanted
+_enabled = audit.enabled
 
 
 def session_fields(handler):

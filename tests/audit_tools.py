@@ -1,4 +1,4 @@
-"""Helpers of the audit tests: a spool per test, real database outages, waiting.
+"""Helpers of the audit tests: a journal per test, real database outages, waiting.
 
 ``database_outage()`` makes the database really unreachable for the
 connections opened after ``down()`` and drops the open ones:
@@ -11,8 +11,10 @@ connections opened after ``down()`` and drops the open ones:
   ``hang()``), so inserts fail with "database is locked".
 """
 
+import collections
 import contextlib
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -26,6 +28,7 @@ from ftpserver_core.models import AuditEvent
 
 from .conftest import database_url
 from .faults import TcpProxy
+from .processes import command_env
 
 PYTHON = sys.executable
 
@@ -58,36 +61,137 @@ def count_by_event(**filters):
     return counts
 
 
-def spool_files(directory):
-    return sorted(Path(directory).glob("spool-*.jsonl"))
+def journal_files(directory):
+    """The journal segments in ``directory`` (every process's, every database's)."""
+    return sorted(Path(directory).glob("journal-*.jsonl"))
 
 
-def spooled_records(directory):
-    """Every record in the spool files of ``directory`` (parsed)."""
-    records = []
-    for path in spool_files(directory):
+def journal_lines(directory, files=None):
+    """Every complete line of the journal segments of ``directory``, parsed.
+
+    Records, and the ``_begin`` / ``_end`` lines of uploads. A segment being
+    written may end with a line not complete yet: only complete lines count.
+    """
+    items = []
+    for path in files if files is not None else journal_files(directory):
         try:
-            text = path.read_text()
-        except FileNotFoundError:  # replayed meanwhile
+            data = Path(path).read_bytes()
+        except FileNotFoundError:  # trimmed or replayed meanwhile
             continue
-        # The last line may be being written: only complete lines count.
-        for line in text.split("\n")[:-1]:
+        for line in data.split(b"\n")[:-1]:
             if line.strip():
-                records.append(json.loads(line))
-    return records
+                items.append(json.loads(line))
+    return items
+
+
+def journal_records(directory, files=None):
+    """The audit records in the journal of ``directory`` (no upload bookkeeping)."""
+    return [
+        item
+        for item in journal_lines(directory, files)
+        if "_begin" not in item and "_end" not in item
+    ]
+
+
+def uids_in_database():
+    return {
+        uid.hex
+        for uid in AuditEvent.objects.exclude(uid=None).values_list("uid", flat=True)
+    }
+
+
+def journal_backlog(directory, stored=None):
+    """The journaled records that are not in the database (yet).
+
+    During an outage the database cannot say: pass ``stored``, the uids it
+    had before (``uids_in_database()``).
+    """
+    if stored is None:
+        stored = uids_in_database()
+    return [r for r in journal_records(directory) if r["uid"] not in stored]
+
+
+def bad_files(directory):
+    return sorted(Path(directory).glob("bad-*.jsonl.bad"))
+
+
+def bad_lines(directory):
+    """The lines kept aside in ``bad-<pid>.jsonl.bad`` files, as bytes."""
+    lines = []
+    for path in bad_files(directory):
+        lines.extend(path.read_bytes().splitlines())
+    return lines
+
+
+def duplicated_records():
+    """Records written twice: the same uid, or the same event of a session.
+
+    Return ``{key: count}`` of the keys seen more than once (empty: none).
+    Server events (no session) are only compared by uid.
+    """
+    by_uid = collections.Counter(
+        AuditEvent.objects.exclude(uid=None).values_list("uid", flat=True)
+    )
+    by_event = collections.Counter(
+        AuditEvent.objects.exclude(session_id="").values_list(
+            "event", "ftp_path", "session_id"
+        )
+    )
+    counts = {("uid", str(k)): n for k, n in by_uid.items()}
+    counts.update(by_event)
+    return {key: n for key, n in counts.items() if n > 1}
+
+
+def writer_is_down():
+    """True while this process's audit writer counts the database as down."""
+    return audit.writer._down_since is not None
+
+
+def abandon(journal):
+    """Let go of ``journal``'s files as a process that dies does: closed,
+    unlocked, left on disk."""
+    for segment in [*journal._closed, journal._current]:
+        if segment is not None:
+            os.close(segment.fd)
+    journal._closed, journal._current = [], None
+
+
+def write_settings(tmp_path, name="audit_settings", sqlite_timeout=0.3, **values):
+    """A settings module extending tests.settings; return the subprocess env.
+
+    ``name`` is the module's name (a directory each, so that two projects can
+    have their own). On SQLite (as the process's DATABASE_URL says) the
+    busy timeout is ``sqlite_timeout``: short, so that a locked database (an
+    outage) fails fast, as the tests' own connections do.
+    """
+    directory = tmp_path / f"settings_{name}"
+    directory.mkdir(exist_ok=True)
+    lines = ["from tests.settings import *  # noqa: F403"]
+    lines += [f"{key} = {value!r}" for key, value in values.items()]
+    lines += [
+        'if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405',
+        f'    DATABASES["default"]["OPTIONS"] = {{"timeout": {sqlite_timeout!r}}}'
+        "  # noqa: F405",
+    ]
+    (directory / f"{name}.py").write_text("\n".join(lines) + "\n")
+    return command_env(directory, DJANGO_SETTINGS_MODULE=name)
 
 
 @contextlib.contextmanager
-def own_spool(directory):
-    """Spool into ``directory``; the writer starts and ends idle."""
+def own_journal(directory):
+    """Journal into ``directory``; the writer starts and ends idle."""
     audit.writer.flush()
-    with override_settings(FTPSERVER_AUDIT_SPOOL_DIR=str(directory)):
-        audit.writer.written = audit.writer.spooled = audit.writer.rejected = 0
+    with override_settings(FTPSERVER_AUDIT_JOURNAL_DIR=str(directory)):
+        audit.writer.written = audit.writer.rejected = audit.writer.replayed = 0
         audit.writer.peak_pending = 0
         try:
             yield directory
         finally:
             audit.writer.flush()
+
+
+# The former name (tests/test_receivers.py).
+own_spool = own_journal
 
 
 # How long a database call takes to fail in an outage: SQLite's busy timeout

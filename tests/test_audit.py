@@ -1,48 +1,66 @@
-"""The audit writer: graceful stop, database outages, the spool, memory bound, races.
+"""The audit trail end to end: graceful stop, outages, the journal, crashes, disks.
 
 Real servers (in this process or as ``ftpserver`` processes), real ftplib
 clients and the real database. An outage is real too (see audit_tools): a
 TCP proxy in front of PostgreSQL that refuses, cuts or holds connections, or
-an exclusive lock on the SQLite file.
+an exclusive lock on the SQLite file. A full disk is a real tmpfs.
+
+Every record is journaled (``journal-<database>-<instance>-<n>.jsonl``)
+before its reply leaves; the writer inserts it and trims the journal; while
+the database is down the records wait in the journal only, and a process
+that is gone leaves its journal to the next one on the same database.
 """
 
 import datetime
+import ftplib
 import io
 import json
 import logging
+import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 
 from ftpserver_core import audit
-from ftpserver_core.audit import Spool
+from ftpserver_core.audit import journal as journals
 from ftpserver_core.models import AuditEvent
 
 from .audit_tools import (
     DOWN_TIMEOUT,
     PYTHON,
+    abandon,
     audit_rows,
+    bad_files,
     count_by_event,
     database_outage,
-    is_sqlite,
-    own_spool,
-    spool_files,
-    spooled_records,
+    duplicated_records,
+    journal_backlog,
+    journal_files,
+    journal_lines,
+    journal_records,
+    own_journal,
+    uids_in_database,
     wait_until,
+    write_settings,
+    writer_is_down,
 )
 from .conftest import PASSWORD
+from .faults import mount_tmpfs
 from .processes import REPO_ROOT, ServerProcess, command_env
 
 UTC = datetime.UTC
+MiB = 1024 * 1024
 
 
 @pytest.fixture
-def audit_spool(tmp_path):
-    with own_spool(tmp_path / "spool") as directory:
+def audit_journal(tmp_path):
+    with own_journal(tmp_path / "journal") as directory:
         yield directory
 
 
@@ -62,28 +80,26 @@ def writer_threads():
     ]
 
 
-def write_settings(tmp_path, **values):
-    """A settings module extending tests.settings; return the subprocess env."""
-    directory = tmp_path / "extra_settings"
-    directory.mkdir(exist_ok=True)
-    lines = ["from tests.settings import *  # noqa: F403"]
-    lines += [f"{name} = {value!r}" for name, value in values.items()]
-    if is_sqlite():
-        # Fail fast on a locked database (an outage), as the tests' own
-        # connections do.
-        lines.append('DATABASES["default"]["OPTIONS"] = {"timeout": 0.3}')
-    (directory / "audit_settings.py").write_text("\n".join(lines) + "\n")
-    return command_env(directory, DJANGO_SETTINGS_MODULE="audit_settings")
-
-
 def start_ftpserver(tmp_path, env, name="server"):
-    return ServerProcess(["127.0.0.1:0"], tmp_path / name, env).wait_started()
+    server = ServerProcess(["127.0.0.1:0"], tmp_path / name, env)
+    try:
+        return server.wait_started()
+    except BaseException:
+        server.kill()
+        raise
 
 
-def unique_rows():
-    """No record was written twice (the same event of a session at one time)."""
-    keys = list(AuditEvent.objects.values_list("session_id", "event", "time"))
-    return len(keys) == len(set(keys))
+def tail(text, lines=30):
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def instances(directory):
+    """The instances (processes) that have segments in ``directory``."""
+    return {path.name.split("-")[2] for path in journal_files(directory)}
+
+
+def this_database():
+    return journals.database_id(connection.settings_dict)
 
 
 # --- graceful stop
@@ -91,12 +107,12 @@ def unique_rows():
 
 def test_sigterm_loses_no_queued_record(transactional_db, make_account, tmp_path):
     make_account("alice")
-    spool_dir = tmp_path / "spool"
+    journal_dir = tmp_path / "journal"
     env = write_settings(
         tmp_path,
         FTPSERVER_AUDIT_INTERVAL=60,
         FTPSERVER_AUDIT_BATCH_SIZE=100_000,
-        FTPSERVER_AUDIT_SPOOL_DIR=str(spool_dir),
+        FTPSERVER_AUDIT_JOURNAL_DIR=str(journal_dir),
         FTPSERVER_NODE_NAME="stopping-node",
     )
     server = start_ftpserver(tmp_path, env)
@@ -113,13 +129,16 @@ def test_sigterm_loses_no_queued_record(transactional_db, make_account, tmp_path
             ftp.rmd(f"d{s}")
             ftp.quit()
         bad = server.client()
-        with pytest.raises(Exception, match="530"):
+        with pytest.raises(ftplib.error_perm, match="530"):
             bad.login("alice", "wrong")
         bad.quit()
         still_connected = server.client("alice")
         still_connected.voidcmd("NOOP")
-        # Everything is still queued in the server's memory.
-        time.sleep(0.3)
+        # Everything acknowledged is on disk; nothing in the database yet.
+        # Not yet: server_stopped, and the logout and disconnect of the last.
+        before_stop = 1 + (sessions + 2) + (sessions + 1) + 1
+        before_stop += sessions * (2 + 3 * files + 2) + 1
+        wait_until(lambda: len(journal_records(journal_dir)) == before_stop)
         assert AuditEvent.objects.count() == 0
         assert server.stop(signal.SIGTERM, timeout=30) == 0
     finally:
@@ -140,48 +159,77 @@ def test_sigterm_loses_no_queued_record(transactional_db, make_account, tmp_path
         "server_stopped": 1,
     }
     assert set(AuditEvent.objects.values_list("node", flat=True)) == {"stopping-node"}
-    assert unique_rows()
-    assert spool_files(spool_dir) == []
+    assert duplicated_records() == {}
+    # Nothing is left for the next start to write.
+    assert journal_backlog(journal_dir) == []
+    assert {r["uid"] for r in journal_records(journal_dir)} <= uids_in_database()
 
 
-def test_sigterm_during_an_outage_spools_and_the_next_start_replays(
-    make_account, outage, tmp_path
+@pytest.mark.parametrize("mode", ["refuse", "hang"])
+def test_sigterm_during_an_outage_exits_and_the_next_start_writes_every_record(
+    make_account, outage, tmp_path, mode
 ):
+    """The stop does not wait for a database that is down (or hangs) longer
+    than FTPSERVER_SHUTDOWN_TIMEOUT; what it did not take stays in the
+    journal, and the next start writes it, each record once."""
     make_account("alice")
-    spool_dir = tmp_path / "spool"
+    journal_dir = tmp_path / "journal"
+    shutdown_timeout = 3
     env = write_settings(
         tmp_path,
-        FTPSERVER_AUDIT_SPOOL_DIR=str(spool_dir),
+        # A hung database answers nothing for longer than the shutdown.
+        sqlite_timeout=30 if mode == "hang" else 0.3,
+        FTPSERVER_DATABASE_TIMEOUT=30 if mode == "hang" else 5,
+        FTPSERVER_AUDIT_JOURNAL_DIR=str(journal_dir),
         FTPSERVER_AUDIT_RETRIES=1,
+        FTPSERVER_SHUTDOWN_TIMEOUT=shutdown_timeout,
     )
     env["DATABASE_URL"] = outage.address
     server = start_ftpserver(tmp_path, env, "first")
     try:
         ftp = server.client("alice")
         wait_until(lambda: AuditEvent.objects.count() == 3)  # started, connect, login
-        outage.down()
+        stored = uids_in_database()
+        outage.down(hang=mode == "hang")
         for i in range(10):
             ftp.mkd(f"d{i}")
             ftp.rmd(f"d{i}")
         anonymous = server.client()
         anonymous.quit()
-        # The running server spools what the database refuses.
-        wait_until(lambda: len(spooled_records(spool_dir)) == 22, timeout=20)
+        # Acknowledged, so journaled.
+        wait_until(lambda: len(journal_backlog(journal_dir, stored)) == 22)
+        if mode == "refuse":
+            wait_until(
+                lambda: "The database is unavailable" in server.stderr, timeout=30
+            )
         ftp.quit()
-        assert server.stop(signal.SIGTERM, timeout=30) == 0
+        wait_until(lambda: len(journal_backlog(journal_dir, stored)) == 24)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            code = server.proc.wait(timeout=shutdown_timeout + 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit after SIGTERM:\n{tail(server.stderr)}")
+        took = time.monotonic() - started
     finally:
         server.kill()
-    # server_stopped, logout and disconnect were spooled at the stop.
-    assert len(spooled_records(spool_dir)) == 25
-    assert "The database is unavailable" in server.stderr
+    assert code == 0, tail(server.stderr)
+    # The timeout, the last-chance flush at exit (2 s) and a loaded machine.
+    assert took < shutdown_timeout + 20, took
+    assert "FTP server stopped." in server.stdout
+    # server_stopped too.
+    backlog = journal_backlog(journal_dir, stored)
+    assert len(backlog) == 25
+    first = instances(journal_dir)
     outage.up()
     assert AuditEvent.objects.count() == 3
 
     server = start_ftpserver(tmp_path, env, "second")
     try:
-        # Replayed at the start, without any new event but server_started.
-        wait_until(lambda: AuditEvent.objects.count() == 3 + 25 + 1, timeout=20)
-        wait_until(lambda: spool_files(spool_dir) == [])
+        # Written at the start, without any new event but server_started.
+        wait_until(lambda: AuditEvent.objects.count() == 3 + 25 + 1, timeout=30)
+        # ... and the journal of the first process is gone.
+        wait_until(lambda: not instances(journal_dir) & first)
         assert server.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         server.kill()
@@ -195,20 +243,23 @@ def test_sigterm_during_an_outage_spools_and_the_next_start_replays(
         "disconnect": 2,
         "server_stopped": 2,
     }
-    assert unique_rows()
+    assert {r["uid"] for r in backlog} <= uids_in_database()
+    assert duplicated_records() == {}
+    assert journal_backlog(journal_dir) == []
 
 
 # --- outages of a running server
 
 
-def test_an_outage_keeps_the_loop_fast_spools_and_replays_when_back(
-    ftp_server, make_account, audit_spool, outage, recorder
+def test_an_outage_keeps_the_loop_fast_journals_and_writes_when_back(
+    ftp_server, make_account, audit_journal, outage, recorder
 ):
     make_account("alice")
     live = ftp_server()
     idle = live.client("alice")
     busy = live.client("alice")
     wait_until(lambda: AuditEvent.objects.count() == 4)  # 2 connect + 2 login
+    stored = uids_in_database()
 
     outage.down()
     latencies = []
@@ -226,17 +277,22 @@ def test_an_outage_keeps_the_loop_fast_spools_and_replays_when_back(
     for _ in range(3):  # sessions that never log in
         live.client().quit()
     failed = live.client()
-    with pytest.raises(Exception, match="530"):
-        failed.login("alice", PASSWORD)  # the database is needed to log in
-    failed.quit()
+    # The database is needed to log in: "try again later", not "wrong password".
+    with pytest.raises(ftplib.error_temp, match="421"):
+        failed.login("alice", PASSWORD)
+    failed.close()
     recorder.wait_for("ftp_client_disconnected", 4)
-    during = 20 + 20 + 3 * 2 + 3  # mkdir, upload, 3 x (connect, disconnect), 1 failed
-    # Keep asking while the writer fails and spools.
+    # mkdir, upload, 3 x (connect, disconnect), connect + login_failed + disconnect
+    during = 20 + 20 + 3 * 2 + 3
+    # Keep asking while the writer fails and gives up on the database.
     deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline or not spool_files(audit_spool):
+    while time.monotonic() < deadline or not writer_is_down():
         noop()
-        assert time.monotonic() < deadline + 20, "nothing was spooled"
-    wait_until(lambda: len(spooled_records(audit_spool)) == during, timeout=20)
+        assert time.monotonic() < deadline + 30, "the writer never gave up"
+    backlog = wait_until(
+        lambda: (b := journal_backlog(audit_journal, stored)) and len(b) == during and b
+    )
+    # Nothing waits in memory: the records are in the journal only.
     assert audit.writer.pending() == 0
     # Every database call takes DOWN_TIMEOUT (0.3 s) to fail: a loop that
     # waited on one would show it.
@@ -244,15 +300,17 @@ def test_an_outage_keeps_the_loop_fast_spools_and_replays_when_back(
     assert len(latencies) > 50
     assert latencies[int(len(latencies) * 0.95)] < 0.1, latencies[-5:]
     assert latencies[-1] < DOWN_TIMEOUT * 0.8, latencies[-5:]
-    login_failed = [
-        r for r in spooled_records(audit_spool) if r["event"] == "login_failed"
+    login_failed = [r for r in backlog if r["event"] == "login_failed"]
+    assert [(r["reason"], r["success"]) for r in login_failed] == [
+        ("database_unavailable", False)
     ]
-    assert [r["reason"] for r in login_failed] == ["server_error"]
 
     outage.up()
-    # Replayed although no new event arrives.
-    wait_until(lambda: AuditEvent.objects.count() == 4 + during, timeout=20)
-    wait_until(lambda: spool_files(audit_spool) == [])
+    # Written although no new event arrives.
+    wait_until(lambda: AuditEvent.objects.count() == 4 + during, timeout=30)
+    wait_until(lambda: journal_backlog(audit_journal) == [])
+    # The segments read back are removed: the current one is left.
+    wait_until(lambda: len(journal_files(audit_journal)) <= 1)
     idle.quit()
     busy.quit()
     recorder.wait_for("ftp_client_disconnected", 6)
@@ -266,17 +324,20 @@ def test_an_outage_keeps_the_loop_fast_spools_and_replays_when_back(
         "logout": 2,
         "disconnect": 6,
     }
-    assert unique_rows()
+    assert duplicated_records() == {}
     assert audit.writer.rejected == 0
 
 
 def test_the_queue_stays_bounded_during_an_outage(
-    ftp_server, make_account, audit_spool, outage, recorder
+    ftp_server, make_account, audit_journal, outage, recorder
 ):
+    """FTPSERVER_AUDIT_MAX_QUEUE: "records held in memory at most; past it
+    they are read back from the journal" (README)."""
     make_account("alice")
     live = ftp_server()
     ftp = live.client("alice")
     wait_until(lambda: AuditEvent.objects.count() == 2)
+    stored = uids_in_database()
     peak = [0]
     sampling = threading.Event()
 
@@ -298,18 +359,20 @@ def test_the_queue_stays_bounded_during_an_outage(
             for i in range(300):
                 ftp.mkd(f"d{i}")
                 ftp.rmd(f"d{i}")
-            wait_until(lambda: len(spooled_records(audit_spool)) == 600, timeout=20)
+            wait_until(writer_is_down, timeout=30)
+            wait_until(
+                lambda: len(journal_backlog(audit_journal, stored)) == 600, timeout=20
+            )
         finally:
             sampling.set()
             sampler.join()
         assert audit.writer.pending() == 0
-        assert peak[0] <= 100
-        # The bound was reached: records went straight to the spool.
-        assert audit.writer.peak_pending == 100
+        assert peak[0] <= 100, f"{peak[0]} records were held in memory"
+        assert audit.writer.peak_pending <= 100
 
         outage.up()
         wait_until(lambda: AuditEvent.objects.count() == 602, timeout=30)
-        wait_until(lambda: spool_files(audit_spool) == [])
+        wait_until(lambda: journal_backlog(audit_journal) == [])
     ftp.quit()
     recorder.wait_for("ftp_client_disconnected")
     flush()
@@ -321,17 +384,17 @@ def test_the_queue_stays_bounded_during_an_outage(
         "logout": 1,
         "disconnect": 1,
     }
-    assert unique_rows()
-    assert audit.writer.peak_pending <= 100
+    assert duplicated_records() == {}
 
 
 def test_a_hanging_database_does_not_hold_records_at_stop(
-    ftp_server, make_account, audit_spool, outage, recorder
+    ftp_server, make_account, audit_journal, outage, recorder
 ):
     make_account("alice")
     live = ftp_server()
     ftp = live.client("alice")
     wait_until(lambda: AuditEvent.objects.count() == 2)
+    stored = uids_in_database()
     with override_settings(FTPSERVER_AUDIT_RETRIES=0):
         outage.down(hang=True)  # connections (or locks) get no answer
         for i in range(20):
@@ -343,30 +406,148 @@ def test_a_hanging_database_does_not_hold_records_at_stop(
             ftp.rmd(f"d{i}")
         (thread,) = writer_threads()
         assert audit.writer.flush(timeout=0.5) is False
-        # Every record is in the spool, the one being inserted too.
-        spooled = spooled_records(audit_spool)
-        assert sorted(r["ftp_path"] for r in spooled) == sorted(
+        # Every record is in the journal, those being inserted too.
+        backlog = journal_backlog(audit_journal, stored)
+        assert sorted(r["ftp_path"] for r in backlog) == sorted(
             [f"/d{i}" for i in range(20)] * 2
         )
-        outage.down()  # the hung insert fails now; it must not spool again
+        outage.down()  # the hung insert fails now; nothing is journaled twice
         wait_until(lambda: not thread.is_alive(), timeout=20)
-        assert len(spooled_records(audit_spool)) == 40
+        records = journal_records(audit_journal)
+        assert len({r["uid"] for r in records}) == len(records)
+        assert len(journal_backlog(audit_journal, stored)) == 40
         outage.up()
     audit.writer.start()  # as the next start would
-    wait_until(lambda: AuditEvent.objects.count() == 42, timeout=20)
-    wait_until(lambda: spool_files(audit_spool) == [])
+    wait_until(lambda: AuditEvent.objects.count() == 42, timeout=30)
+    wait_until(lambda: journal_backlog(audit_journal) == [])
     assert count_by_event() == {"connect": 1, "login": 1, "mkdir": 20, "rmdir": 20}
-    assert unique_rows()
+    assert duplicated_records() == {}
 
 
-# --- the spool
+def test_flush_returns_false_while_the_database_is_down_and_the_records_wait(
+    transactional_db, audit_journal, outage
+):
+    with override_settings(FTPSERVER_AUDIT_RETRIES=0):
+        outage.down()
+        audit.record(time=audit.now(), event="mkdir", ftp_path="/waiting")
+        assert audit.writer.flush(timeout=30) is False
+        assert writer_is_down()
+        assert [r["ftp_path"] for r in journal_records(audit_journal)] == ["/waiting"]
+        outage.up()
+        audit.writer.start()
+        wait_until(lambda: AuditEvent.objects.count() == 1, timeout=30)
+    assert audit.writer.flush()
+    assert journal_backlog(audit_journal) == []
+
+
+def segment_history(directory, history, tmp_seen, stop):
+    """Sample (inode, size) of every segment of ``directory`` until ``stop``."""
+    while not stop.is_set():
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if name.endswith(".tmp") or ".tmp" in name:
+                tmp_seen.add(name)
+            if not name.startswith("journal-"):
+                continue
+            try:
+                st = os.stat(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            samples = history.setdefault(name, [])
+            if not samples or samples[-1] != (st.st_ino, st.st_size):
+                samples.append((st.st_ino, st.st_size))
+        time.sleep(0.01)
+
+
+def test_an_outage_only_appends_to_the_journal_and_loses_nothing(
+    make_account, outage, tmp_path
+):
+    """A 6 s outage with records arriving all along: the journal is only
+    appended to (no segment shrinks or is replaced, no temporary file), and
+    once the database is back every record is in it, once."""
+    make_account("alice")
+    journal_dir = tmp_path / "journal"
+    env = write_settings(
+        tmp_path,
+        FTPSERVER_AUDIT_JOURNAL_DIR=str(journal_dir),
+        FTPSERVER_AUDIT_RETRIES=1,
+    )
+    env["DATABASE_URL"] = outage.address
+    server = start_ftpserver(tmp_path, env)
+    history, tmp_seen = {}, set()
+    sampling = threading.Event()
+    sampler = threading.Thread(
+        target=segment_history, args=(journal_dir, history, tmp_seen, sampling)
+    )
+    loading = threading.Event()
+    acknowledged = []
+
+    def load():
+        ftp = server.client("alice")
+        n = 0
+        while not loading.is_set():
+            ftp.mkd(f"d{n}")
+            acknowledged.append(f"/d{n}")
+            n += 1
+            time.sleep(0.005)
+        ftp.quit()
+
+    loader = threading.Thread(target=load)
+    try:
+        sampler.start()
+        loader.start()
+        wait_until(lambda: len(acknowledged) > 20)
+        outage.down()
+        wait_until(lambda: "The database is unavailable" in server.stderr, timeout=30)
+        time.sleep(6)
+        during = len(acknowledged)
+        outage.up()
+        wait_until(lambda: "The database is back" in server.stderr, timeout=30)
+        wait_until(lambda: len(acknowledged) > during + 20)
+        loading.set()
+        loader.join(30)
+        assert not loader.is_alive()
+        wait_until(
+            lambda: (
+                AuditEvent.objects.filter(event="mkdir").count() == len(acknowledged)
+            ),
+            timeout=30,
+        )
+        wait_until(lambda: journal_backlog(journal_dir) == [])
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        loading.set()
+        sampling.set()
+        server.kill()
+        sampler.join(10)
+    assert sorted(
+        AuditEvent.objects.filter(event="mkdir").values_list("ftp_path", flat=True)
+    ) == sorted(acknowledged)
+    assert duplicated_records() == {}
+    assert tmp_seen == set()
+    assert history, "no segment was seen"
+    for name, samples in history.items():
+        inodes = {inode for inode, _ in samples}
+        sizes = [size for _, size in samples]
+        assert len(inodes) == 1, f"{name} was replaced: {samples}"
+        assert sizes == sorted(sizes), f"{name} shrank: {sizes}"
+    assert count_by_event(event__in=["server_started", "server_stopped"]) == {
+        "server_started": 1,
+        "server_stopped": 1,
+    }
+
+
+# --- a journal left behind
 
 
 def some_records(count, **fields):
-    now = datetime.datetime.now(UTC)
+    base = 1_800_000_000
     return [
         {
-            "time": now + datetime.timedelta(microseconds=i),
+            "time": base + i / 1000,
             "event": "upload",
             "username": f"user{i}",
             "remote_ip": "192.0.2.1",
@@ -382,39 +563,50 @@ def some_records(count, **fields):
     ]
 
 
-def test_a_spool_left_by_a_previous_process_is_replayed_at_the_next_start(
+def append_raw(journal, data):
+    with open(journal._current.path, "ab") as fh:
+        fh.write(data)
+
+
+def test_a_journal_left_by_a_previous_process_is_written_at_the_next_start(
     transactional_db, tmp_path
 ):
-    spool_dir = tmp_path / "spool"
+    journal_dir = tmp_path / "journal"
     records = some_records(30)
-    # As a process that died during an outage left it: its pid in the name.
-    old = Spool(str(spool_dir))
-    old.path = str(spool_dir / "spool-999999-1-0.jsonl")
-    old.append(records[:10])
-    old.append(records[10:25])
-    with open(old.path, "a") as fh:
-        fh.write("this is not JSON\n")
-        fh.write("[1, 2, 3]\n")
-        fh.write("\n")
-    old.append(records[25:])
-    with open(old.path, "a") as fh:
-        fh.write('{"time": "2026-01-01T00:00:00+00:00", "event": "upl')  # cut short
-    # A record the database refuses even cleaned: kept aside, not retried forever.
-    refused = Spool(str(spool_dir))
-    refused.path = str(spool_dir / "spool-999998-1-0.jsonl")
-    refused.append(
+    records[3]["time"] = "2027-01-15T08:00:00.000003+00:00"  # as ISO text
+    # As a process that died left it: unlocked, with lines that cannot be read.
+    old = journals.Journal(str(journal_dir), this_database())
+    for r in records[:10]:
+        old.add(r)
+    old.rotate()
+    for r in records[10:25]:
+        old.add(r)
+    append_raw(old, b"this is not JSON\n[1, 2, 3]\n\n")
+    for r in records[25:]:
+        old.add(r)
+    append_raw(old, b'{"time": 1800000000, "event": "upl')  # cut short by a kill
+    abandon(old)
+    # Records the database refuses even cleaned: kept aside, not retried forever.
+    refusing = journals.Journal(str(journal_dir), this_database())
+    for r in (
         some_records(1, remote_port=-1, session_id="refused")
         + some_records(1, session_id="fine")
-        + some_records(1, time=5, session_id="refused")
-    )
+        + some_records(1, time="not a time", session_id="refused")
+    ):
+        refusing.add(r)
+    abandon(refusing)
 
     env = write_settings(
-        tmp_path, FTPSERVER_AUDIT_SPOOL_DIR=str(spool_dir), FTPSERVER_AUDIT_BATCH_SIZE=7
+        tmp_path,
+        FTPSERVER_AUDIT_JOURNAL_DIR=str(journal_dir),
+        FTPSERVER_AUDIT_BATCH_SIZE=7,
     )
     server = start_ftpserver(tmp_path, env)
     try:
         wait_until(lambda: AuditEvent.objects.filter(node="old-node").count() == 31)
-        wait_until(lambda: spool_files(spool_dir) == [])
+        wait_until(
+            lambda: not instances(journal_dir) & {old.instance, refusing.instance}
+        )
         assert server.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         server.kill()
@@ -423,31 +615,106 @@ def test_a_spool_left_by_a_previous_process_is_replayed_at_the_next_start(
         r["username"] for r in records
     ]
     assert [r["time"] for r in replayed if r["session_id"] != "fine"] == [
-        r["time"] for r in records
+        datetime.datetime.fromtimestamp(r["time"], UTC)
+        if isinstance(r["time"], float)
+        else datetime.datetime.fromisoformat(r["time"])
+        for r in records
+    ]
+    assert [r["uid"].hex for r in replayed if r["session_id"] != "fine"] == [
+        r["uid"] for r in records
     ]
     assert AuditEvent.objects.filter(session_id="fine").count() == 1
     assert not AuditEvent.objects.filter(session_id="refused").exists()
-    # The lines that could not be read are kept, as they were, and logged.
-    bad = (spool_dir / "spool-999999-1-0.jsonl.bad").read_text().splitlines()
-    assert bad == [
-        "this is not JSON",
-        "[1, 2, 3]",
-        '{"time": "2026-01-01T00:00:00+00:00", "event": "upl',
+    # The lines that could not be read are kept, as they were, and logged;
+    # so are the records the database refused.
+    (bad,) = bad_files(journal_dir)
+    assert bad.name == f"bad-{server.pid}.jsonl.bad"
+    lines = bad.read_bytes().splitlines()
+    unreadable = [line for line in lines if b"refused" not in line]
+    assert unreadable == [
+        b"this is not JSON",
+        b"[1, 2, 3]",
+        b'{"time": 1800000000, "event": "upl',
+    ]
+    refused = [json.loads(line) for line in lines if b"refused" in line]
+    assert sorted((r["remote_port"], r["time"]) for r in refused) == [
+        (-1, 1_800_000_000),
+        (40000, "not a time"),
     ]
     assert server.stderr.count("Unreadable line") == 3
-    # So is the record the database refused.
-    (rejected,) = spool_dir.glob("rejected-*.jsonl.bad")
-    lines = [json.loads(line) for line in rejected.read_text().splitlines()]
-    assert [(r["session_id"], r["remote_port"], r["time"]) for r in lines] == [
-        ("refused", -1, lines[0]["time"]),
-        ("refused", 40000, 5),
-    ]
-    assert server.stderr.count("The database refused 1 audit record") == 2
+    assert server.stderr.count("The database refused an audit record") == 2
+    assert "refused audit record(s) kept in" in server.stderr
     assert count_by_event(node="old-node") == {"upload": 31}
+    assert duplicated_records() == {}
+
+
+def test_an_upload_in_progress_at_a_sigkill_is_recorded_at_the_next_start(
+    transactional_db, make_account, tmp_path
+):
+    account = make_account("alice")
+    journal_dir = tmp_path / "journal"
+    env = write_settings(tmp_path, FTPSERVER_AUDIT_JOURNAL_DIR=str(journal_dir))
+    server = start_ftpserver(tmp_path, env, "first")
+    home = account.home_path
+    sent = 300_000
+    try:
+        ftp = server.client("alice", timeout=30)
+        conn = ftp.transfercmd("STOR big.bin")
+        conn.sendall(b"b" * sent)
+
+        def temp_files():
+            return [n for n in os.listdir(home) if n.startswith(".ftpupload-")]
+
+        # Written to its temporary file, as far as the client sent it.
+        wait_until(
+            lambda: (
+                (t := temp_files())
+                and os.path.getsize(os.path.join(home, t[0])) == sent
+            ),
+            timeout=20,
+        )
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(30)
+        conn.close()
+        ftp.close()
+    finally:
+        server.kill()
+    (temp,) = temp_files()
+
+    server = start_ftpserver(tmp_path, env, "second")
+    try:
+        incomplete = wait_until(
+            lambda: AuditEvent.objects.filter(event="upload_incomplete").first(),
+            timeout=30,
+        )
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        server.kill()
+    login = AuditEvent.objects.get(event="login")
+    assert (
+        incomplete.ftp_path,
+        incomplete.username,
+        incomplete.session_id,
+        incomplete.success,
+        incomplete.reason,
+        incomplete.size,
+    ) == ("/big.bin", "alice", login.session_id, False, "server_crashed", sent)
+    assert incomplete.uid is not None
+    # The temporary file is gone, and no partial file took the name.
+    assert not os.path.exists(os.path.join(home, temp))
+    assert os.listdir(home) == []
+    assert count_by_event() == {
+        "server_started": 2,
+        "connect": 1,
+        "login": 1,
+        "upload_incomplete": 1,
+        "server_stopped": 1,
+    }
+    assert duplicated_records() == {}
 
 
 def test_a_username_with_nul_is_recorded_and_does_not_block_the_batch(
-    ftp_server, make_account, audit_spool, recorder, caplog
+    ftp_server, make_account, audit_journal, recorder, caplog
 ):
     make_account("alice")
     live = ftp_server()
@@ -458,12 +725,17 @@ def test_a_username_with_nul_is_recorded_and_does_not_block_the_batch(
         ftp = live.client("alice")
         evil = live.client()
         evil.sendcmd("USER ev\0il")
-        with pytest.raises(Exception, match="530"):
+        with pytest.raises(ftplib.error_perm, match="530"):
             evil.sendcmd("PASS x")
         evil.quit()
         ftp.mkd("d")
         ftp.quit()
         recorder.wait_for("ftp_client_disconnected", 2)
+        # The journal keeps it as it came (until the database has it).
+        (journaled,) = [
+            r for r in journal_records(audit_journal) if r["event"] == "login_failed"
+        ]
+        assert journaled["username"] == "ev\0il"
         flush()
     failed = audit_rows(event="login_failed")
     assert [r["username"] for r in failed] == ["ev\ufffdil"]
@@ -475,88 +747,317 @@ def test_a_username_with_nul_is_recorded_and_does_not_block_the_batch(
         "logout": 1,
         "disconnect": 2,
     }
-    assert spool_files(audit_spool) == []
+    assert journal_backlog(audit_journal) == []
+    assert bad_files(audit_journal) == []
     # No retry, no "database unavailable".
     assert not [r for r in caplog.records if r.name == "ftpserver_core.audit"]
 
 
 APPENDER = r"""
-import datetime, json, sys, time
-from ftpserver_core.audit import Spool
+import json, sys, time
+from ftpserver_core.audit import journal as journals
 
-spool = Spool(sys.argv[1])
-count = int(sys.argv[2])
+journal = journals.Journal(sys.argv[1], sys.argv[2])
+count = int(sys.argv[3])
 worst = 0.0
 for i in range(count):
-    record = {
-        "time": datetime.datetime.now(datetime.UTC),
-        "event": "connect",
-        "username": f"appended{i}",
-    }
+    record = {"time": time.time(), "event": "connect", "username": f"appended{i}"}
     start = time.monotonic()
-    spool.append([record])
+    journal.add(record)
+    if i % 25 == 24:
+        journal.rotate()  # as the writer does past SEGMENT_BYTES or at an outage
     worst = max(worst, time.monotonic() - start)
     time.sleep(0.002)
-print(json.dumps({"worst": worst}))
+result = {
+    "worst": worst,
+    "broken": repr(journal.broken) if journal.broken else None,
+    "fallback": len(journal.fallback),
+}
+print(json.dumps(result), flush=True)
+sys.stdin.read()  # alive (its segments locked) until the test closes stdin
 """
 
 
-def test_replay_while_another_process_appends_loses_nothing_and_never_blocks_it(
+def test_recovery_while_another_process_appends_never_reads_or_blocks_it(
     transactional_db, tmp_path
 ):
-    """The spool's locks between processes: a replayer holds a file while it
-    writes to a (slow) database; the appending process starts a new file
-    instead of waiting, and every record is written once."""
-    spool_dir = tmp_path / "spool"
+    """The journal's locks between processes: a live process's segments are
+    never read back (however long recovery takes) and never make it wait;
+    once it is gone, every record is written once."""
+    from ftpserver_core.audit import recovery, rows
+
+    journal_dir = tmp_path / "journal"
     count = 400
     appender = subprocess.Popen(
-        [PYTHON, "-c", APPENDER, str(spool_dir), str(count)],
+        [PYTHON, "-c", APPENDER, str(journal_dir), this_database(), str(count)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=command_env(),
         cwd=REPO_ROOT,
     )
+    recovered = []
 
     def slow_write(batch):
-        AuditEvent.objects.bulk_create([AuditEvent(**r) for r in batch])
-        time.sleep(0.5)  # the database is slow: the file stays locked meanwhile
-        return []
+        rows.insert_new(batch)
+        recovered.extend(batch)
+        time.sleep(0.5)  # the database is slow: the files stay locked meanwhile
+        return True
 
-    replayer = Spool(str(spool_dir))
-    replayed = 0
+    finder = journals.Journal(str(journal_dir), this_database())
+
+    def recover_all():
+        for paths in finder.orphans().values():
+            recovery.recover(paths, slow_write, lambda bad: None)
+
+    output = []
+    reader = threading.Thread(target=lambda: output.append(appender.stdout.readline()))
+    reader.start()
+    passes = 0
     deadline = time.monotonic() + 60
-    with override_settings(FTPSERVER_AUDIT_BATCH_SIZE=50):
-        try:
-            while appender.poll() is None:
-                assert time.monotonic() < deadline, "the appender is stuck"
-                replayed += replayer.replay(slow_write)
-            replayed += replayer.replay(slow_write)
-            out, _ = appender.communicate(timeout=30)
-        finally:
-            if appender.poll() is None:
-                appender.kill()
-                appender.wait()
-    assert appender.returncode == 0
-    # Waiting for the replayer would take 0.5 s at least.
-    assert json.loads(out)["worst"] < 0.4
-    assert replayed == count
+    try:
+        while reader.is_alive():
+            assert time.monotonic() < deadline, "the appender is stuck"
+            recover_all()
+            passes += 1
+            time.sleep(0.01)
+        # Done appending, still alive: still not read.
+        recover_all()
+        assert recovered == []
+        appender.stdin.close()
+        assert appender.wait(30) == 0
+    finally:
+        if appender.poll() is None:
+            appender.kill()
+            appender.wait()
+        reader.join(10)
+    result = json.loads(output[0])
+    assert passes > 10
+    assert result["broken"] is None and result["fallback"] == 0
+    # Waiting for the recoverer would take 0.5 s at least.
+    assert result["worst"] < 0.4
+    # Gone: every record, once.
+    recover_all()
+    assert len(recovered) == count
     names = list(AuditEvent.objects.values_list("username", flat=True))
     assert sorted(names) == sorted(f"appended{i}" for i in range(count))
-    assert spool_files(spool_dir) == []
+    assert journal_files(journal_dir) == []
 
 
-def test_spool_settings_are_read_at_each_use(transactional_db, tmp_path):
-    first, second = tmp_path / "first", tmp_path / "second"
-    with override_settings(FTPSERVER_AUDIT_SPOOL_DIR=str(first)):
-        assert audit.writer.spool.directory == str(first)
-    with override_settings(FTPSERVER_AUDIT_SPOOL_DIR=str(second)):
-        assert audit.writer.spool.directory == str(second)
+def test_journal_settings_are_read_at_each_use(transactional_db, tmp_path):
+    first, second, old = tmp_path / "first", tmp_path / "second", tmp_path / "old"
+    with override_settings(FTPSERVER_AUDIT_JOURNAL_DIR=str(first)):
+        assert audit.writer.journal.directory == str(first)
+    with override_settings(FTPSERVER_AUDIT_JOURNAL_DIR=str(second)):
+        journal = audit.writer.journal
+        assert journal.directory == str(second)
+        assert journal.database == this_database()
+    # The former name still works.
+    with override_settings(
+        FTPSERVER_AUDIT_JOURNAL_DIR=None, FTPSERVER_AUDIT_SPOOL_DIR=str(old)
+    ):
+        assert audit.writer.journal.directory == str(old)
+
+
+# --- two projects, one machine
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("broken", ["sqlite-missing-directory", "postgres-closed-port"])
+def test_two_projects_sharing_a_journal_directory_never_mix_their_records(
+    make_account, tmp_path, broken
+):
+    """Project B's database is unreachable; project A's is fine. With one
+    journal directory for both, A never writes B's journal into its database
+    (the bug: server_started, login_failed and server_stopped of B in A)."""
+    make_account("alice")
+    shared = tmp_path / "shared-journal"
+    if broken == "sqlite-missing-directory":
+        b_url = f"sqlite:///{tmp_path / 'no-such-directory' / 'b.sqlite3'}"
+    else:
+        b_url = f"postgres://postgres@127.0.0.1:{closed_port()}/project_b"
+    env_b = write_settings(
+        tmp_path,
+        "project_b",
+        FTPSERVER_AUDIT_JOURNAL_DIR=str(shared),
+        FTPSERVER_NODE_NAME="project-b",
+        FTPSERVER_AUDIT_RETRIES=0,
+        FTPSERVER_SHUTDOWN_TIMEOUT=3,
+    )
+    env_b["DATABASE_URL"] = b_url
+    env_a = write_settings(
+        tmp_path,
+        "project_a",
+        FTPSERVER_AUDIT_JOURNAL_DIR=str(shared),
+        FTPSERVER_NODE_NAME="project-a",
+    )
+
+    b = start_ftpserver(tmp_path, env_b, "b")
+    try:
+        ftp = b.client()
+        with pytest.raises(ftplib.error_temp, match="421"):
+            ftp.login("alice", PASSWORD)
+        ftp.close()
+        wait_until(lambda: len(journal_records(shared)) >= 3, timeout=20)
+        assert b.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        b.kill()
+    b_records = journal_records(shared)
+    assert {r["node"] for r in b_records} == {"project-b"}
+    assert {"server_started", "login_failed", "server_stopped"} <= {
+        r["event"] for r in b_records
+    }
+    b_files = {p: p.stat().st_size for p in journal_files(shared)}
+
+    a = start_ftpserver(tmp_path, env_a, "a")
+    try:
+        # Its writer recovered what it took for its own before writing this.
+        wait_until(
+            lambda: AuditEvent.objects.filter(event="server_started").exists(),
+            timeout=30,
+        )
+        ftp = a.client("alice")
+        ftp.mkd("a-was-here")
+        ftp.quit()
+        assert a.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        a.kill()
+    assert set(AuditEvent.objects.values_list("node", flat=True)) == {"project-a"}
+    assert count_by_event(event__in=["server_started", "login_failed"]) == {
+        "server_started": 1
+    }
+    assert "Recovered" not in a.stderr
+    # B's journal waits for B's database, untouched.
+    assert {p: p.stat().st_size for p in journal_files(shared) if p in b_files} == (
+        b_files
+    )
+
+
+# --- a full journal disk
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A small tmpfs with the journal directory, then filled up."""
+    with mount_tmpfs(tmp_path / "disk", 256 * 1024) as path:
+        journal_dir = os.path.join(path, "journal")
+        os.mkdir(journal_dir)
+        filler = os.path.join(path, "filler")
+        with open(filler, "wb", buffering=0) as fh:
+            chunk = b"\0" * 4096
+            while True:
+                try:
+                    fh.write(chunk)
+                except OSError:
+                    break
+        yield journal_dir, filler
+
+
+JOURNAL_BROKEN = "Cannot write the audit journal"
+
+
+def test_a_full_journal_disk_keeps_records_in_memory_and_says_so_once_a_minute(
+    transactional_db, make_account, tmp_path, full_disk
+):
+    journal_dir, filler = full_disk
+    make_account("alice")
+    env = write_settings(tmp_path, FTPSERVER_AUDIT_JOURNAL_DIR=journal_dir)
+    server = start_ftpserver(tmp_path, env)
+    try:
+        ftp = server.client("alice")
+        uploads = 60
+        for i in range(uploads):
+            try:
+                reply = ftp.storbinary(f"STOR f{i}", io.BytesIO(b"u" * 1000))
+                assert reply.startswith("226"), reply
+                ftp.mkd(f"d{i}")
+            except (OSError, EOFError, ftplib.Error) as exc:
+                pytest.fail(f"{exc!r} at {i}:\n{tail(server.stderr)}")
+        # The database has them, from memory.
+        wait_until(
+            lambda: AuditEvent.objects.filter(event="upload").count() == uploads,
+            timeout=30,
+        )
+        assert AuditEvent.objects.filter(event="mkdir").count() == uploads
+        assert journal_records(journal_dir) == []
+        wait_until(lambda: JOURNAL_BROKEN in server.stderr, timeout=30)
+        # Room again: records are journaled again.
+        os.unlink(filler)
+        ftp.mkd("after")
+        wait_until(
+            lambda: [r["ftp_path"] for r in journal_records(journal_dir)] == ["/after"]
+        )
+        ftp.quit()
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        server.kill()
+    assert count_by_event() == {
+        "server_started": 1,
+        "connect": 1,
+        "login": 1,
+        "upload": uploads,
+        "mkdir": uploads + 1,
+        "logout": 1,
+        "disconnect": 1,
+        "server_stopped": 1,
+    }
+    assert duplicated_records() == {}
+    # Said, with how many records are in memory only; not once per record.
+    assert 1 <= server.stderr.count(JOURNAL_BROKEN) <= 2, tail(server.stderr)
+    assert "held in memory only" in server.stderr
+
+
+def test_a_full_journal_disk_during_an_outage_loses_no_record(
+    make_account, tmp_path, full_disk, outage
+):
+    """Neither the journal nor the database takes records: memory holds
+    them until the database is back."""
+    journal_dir, _ = full_disk
+    make_account("alice")
+    env = write_settings(
+        tmp_path,
+        FTPSERVER_AUDIT_JOURNAL_DIR=journal_dir,
+        FTPSERVER_AUDIT_RETRIES=1,
+    )
+    env["DATABASE_URL"] = outage.address
+    server = start_ftpserver(tmp_path, env)
+    try:
+        ftp = server.client("alice")
+        wait_until(lambda: AuditEvent.objects.count() == 3)  # started, connect, login
+        outage.down()
+        for i in range(10):
+            ftp.mkd(f"d{i}")  # queued; the writer then finds the database down
+        wait_until(lambda: "The database is unavailable" in server.stderr, timeout=30)
+        for i in range(10):
+            ftp.rmd(f"d{i}")  # the database is known to be down
+        outage.up()
+        wait_until(lambda: "The database is back" in server.stderr, timeout=30)
+        ftp.quit()
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        server.kill()
+    assert count_by_event() == {
+        "server_started": 1,
+        "connect": 1,
+        "login": 1,
+        "mkdir": 10,
+        "rmdir": 10,
+        "logout": 1,
+        "disconnect": 1,
+        "server_stopped": 1,
+    }, tail(server.stderr)
+    assert duplicated_records() == {}
 
 
 # --- the writer thread's lifecycle
 
 
 def test_puts_racing_with_flushes_lose_and_duplicate_nothing(
-    transactional_db, audit_spool
+    transactional_db, audit_journal
 ):
     count = 3000
     records = some_records(count, node="race")
@@ -592,10 +1093,12 @@ def test_puts_racing_with_flushes_lose_and_duplicate_nothing(
     assert sorted(
         AuditEvent.objects.filter(node="race").values_list("username", flat=True)
     ) == sorted(r["username"] for r in records)
+    assert duplicated_records() == {}
+    assert journal_backlog(audit_journal) == []
 
 
 def test_a_server_stop_writes_what_a_long_interval_still_holds(
-    ftp_server, make_account, audit_spool, caplog
+    ftp_server, make_account, audit_journal, caplog
 ):
     make_account("alice")
     with override_settings(
@@ -605,7 +1108,17 @@ def test_a_server_stop_writes_what_a_long_interval_still_holds(
         ftp = live.client("alice")
         ftp.storbinary("STOR a.txt", io.BytesIO(b"a"))
         ftp.quit()
+        # The upload's journal lines, before the stop: its begin, its
+        # record, its end.
+        lines = journal_lines(audit_journal)
+        (begun,) = {item["uid"] for item in lines if "_begin" in item}
+        assert [item["_end"] for item in lines if "_end" in item] == [begun]
+        assert [r["event"] for r in journal_records(audit_journal)] == ["upload"]
+        assert count_by_event() == {}
         with caplog.at_level(logging.WARNING, logger="ftpserver_core.audit"):
             live.stop()
         assert count_by_event() == {"upload": 1}
     assert not caplog.records
+    assert journal_backlog(audit_journal) == []
+    # All in the database: no journal file is left for the next start.
+    assert journal_lines(audit_journal) == []

@@ -26,6 +26,7 @@ __all__ = [
     "AuditWriter",
     "batch",
     "begin_upload",
+    "enabled",
     "end_upload",
     "journal_dir",
     "node_name",
@@ -48,6 +49,14 @@ writer = AuditWriter()
 # A record's time, as journaled: a POSIX timestamp (cheap to make and to
 # encode on the IO loop; the writer makes the datetime).
 now = time.time
+
+
+def enabled(event):
+    """True when events of type ``event`` are recorded (FTPSERVER_AUDIT_*)."""
+    if not settings.AUDIT_ENABLED:
+        return False
+    wanted = settings.AUDIT_EVENTS
+    return wanted is None or event in wanted
 
 
 def record(**fields):

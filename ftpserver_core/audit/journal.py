@@ -111,7 +111,7 @@ class _Segment:
 class Journal:
     """This process's journal segments in one directory, for one database."""
 
-    def __init__(self, directory, database, fsync=False):
+    def __init__(self, directory, database, fsync=False, max_queue=100_000):
         self.directory = os.fspath(directory)
         self.database = database
         self.fsync = fsync
@@ -126,6 +126,13 @@ class Journal:
         # and where records go when the journal cannot be written.
         self.queue = None
         self.fallback = collections.deque()
+        self.max_queue = max_queue
+        # Set when a record was journaled but not queued because the queue
+        # was full: the writer reads the journal back.
+        self.overflowed = False
+        self.dropped = 0  # records lost: no database, no disk, no memory left
+        self._buffer_queued = []  # records of the buffer also in the queue
+        self.memory_only = set()  # uids of queued records no segment holds
         self._seq = 0
         self._segno = 0
         self._current = None
@@ -134,6 +141,7 @@ class Journal:
         self.broken = None  # the OSError of the last failed write, if any
         self.released = False
         self.written_lines = 0
+        self.committed = 0
 
     # --- names
 
@@ -162,9 +170,13 @@ class Journal:
             record["uid"] = f"{self.instance}{self._seq:016x}"
             self._buffer.append(_dumps(record) + "\n")
             self._buffer_seq = self._seq
-            if self.queue is not None:
-                self.queue.append(record)
+            queue = self.queue
+            if queue is not None and len(queue) < self.max_queue:
+                queue.append(record)
+                self._buffer_queued.append(record)
             else:
+                if queue is not None:
+                    self.overflowed = True
                 self._buffer_records.append(record)
             if not self._batching:
                 self._sync_locked()
@@ -179,7 +191,9 @@ class Journal:
             uid = record["uid"] = f"{self.instance}{self._seq:016x}"
             line = _dumps({**record, "_begin": 1}) + "\n"
             self._open_begins[uid] = line
-            self._buffer.append(line)
+            if self._current is not None:
+                self._buffer.append(line)
+            # else: the segment opened for it starts with every open upload.
             if not self._batching:
                 self._sync_locked()
             return uid
@@ -221,7 +235,10 @@ class Journal:
                 raise
         except OSError as exc:
             self.broken = exc
-            self.fallback.extend(self._buffer_records)
+            self._keep_in_memory(self._buffer_records)
+            # Queued records that are not on disk either: the writer must
+            # not drop them when it clears its queue.
+            self.memory_only.update(r["uid"] for r in self._buffer_queued)
         else:
             segment.size += len(data)
             segment.max_seq = self._buffer_seq
@@ -234,46 +251,106 @@ class Journal:
                 self._current = None
         self._buffer.clear()
         self._buffer_records.clear()
+        self._buffer_queued.clear()
+
+    def _keep_in_memory(self, records):
+        # With self._lock held: the last place left, bounded too.
+        room = self.max_queue - len(self.fallback)
+        if len(records) > room:
+            self.dropped += len(records) - max(0, room)
+            records = records[: max(0, room)]
+        self.fallback.extend(records)
 
     def _open_segment(self):
         # With self._lock held.
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._segno += 1
         path = self._segment_path(self._segno)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        segment = self._current = _Segment(path, fd)
-        if self._open_begins:
-            # Uploads in progress stay findable in the newest segment.
-            data = "".join(self._open_begins.values()).encode()
-            _write_all(fd, data)
-            segment.size = len(data)
+        # Born under a name no recoverer looks at, locked, then renamed: a
+        # recoverer never sees a segment its process does not hold yet.
+        birth = os.path.join(self.directory, "." + os.path.basename(path) + ".new")
+        fd = os.open(
+            birth,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            0o600,
+        )
+        segment = _Segment(path, fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if self._open_begins:
+                # Uploads in progress stay findable in the newest segment.
+                data = "".join(self._open_begins.values()).encode()
+                _write_all(fd, data)
+                segment.size = len(data)
+            os.rename(birth, path)
+        except OSError:
+            # No segment that starts with a half line.
+            os.close(fd)
+            try:
+                os.unlink(birth)
+            except OSError:
+                pass
+            raise
+        self._current = segment
         return segment
 
     # --- the writer thread's side
 
     def rotate(self, replay=False, queue=False):
-        """Close the current segment; with ``replay`` mark every closed one
-        as no longer in memory, and set ``queue`` (the writer's deque or
-        None) in the same step. Return the segments to replay."""
+        """Close the current segment (the next write opens a new one).
+
+        With ``replay``, every closed segment is marked as no longer in
+        memory; ``queue`` (the writer's deque, or None to stop queueing)
+        replaces the journal's queue in the same step, the old one cleared
+        of what is on disk. Records only in memory move to ``fallback``.
+        Return the segments to replay.
+        """
         with self._lock:
             if self._buffer:
                 self._sync_locked()
             if queue is not False:
-                if queue is None and self.queue is not None:
-                    self.queue.clear()
+                old = self.queue
+                if old is not None and replay:
+                    self._keep_in_memory(self._only_in_memory(old))
+                    old.clear()
                 self.queue = queue
+                self.overflowed = False
             if self._current is not None and self._current.size:
                 self._closed.append(self._current)
                 self._current = None
-                try:
-                    self._open_segment()
-                except OSError as exc:
-                    self.broken = exc
+                if self._open_begins:
+                    # The closed segment may be trimmed soon: uploads in
+                    # progress must be on disk in a new one now.
+                    try:
+                        self._open_segment()
+                    except OSError as exc:
+                        self.broken = exc
             if replay:
                 for segment in self._closed:
                     segment.replay = True
             return [s for s in self._closed if s.replay]
+
+    def keep_in_memory(self, records):
+        """Keep records that are in no segment (a failed batch) in ``fallback``."""
+        with self._lock:
+            self._keep_in_memory(self._only_in_memory(records))
+
+    def _only_in_memory(self, records):
+        if not self.memory_only:
+            return []
+        kept = [
+            r
+            for r in records
+            if isinstance(r, dict) and r.get("uid") in self.memory_only
+        ]
+        self.memory_only.difference_update(r["uid"] for r in kept)
+        return kept
+
+    def written(self, records):
+        """The database has ``records``: forget which of them were memory-only."""
+        if self.memory_only:
+            with self._lock:
+                self.memory_only.difference_update(r.get("uid") for r in records)
 
     def current_size(self):
         current = self._current
@@ -287,6 +364,7 @@ class Journal:
     def trim(self, committed_seq):
         """Remove closed segments whose records are all in the database."""
         with self._lock:
+            self.committed = max(self.committed, committed_seq)
             keep = []
             for segment in self._closed:
                 if not segment.replay and segment.max_seq <= committed_seq:
@@ -301,6 +379,11 @@ class Journal:
             if segment in self._closed:
                 self._closed.remove(segment)
                 self._remove(segment)
+
+    def settle(self):
+        """Close the current segment and remove it if the database has it all."""
+        self.rotate()
+        self.trim(self.committed)
 
     def to_replay(self):
         """Return the closed segments whose records must be read back."""
@@ -369,13 +452,16 @@ class Journal:
 
 
 def lock_all(paths):
-    """Open and lock every path; return the fds, or None if one is in use."""
-    fds = []
+    """Open and lock every path that still exists.
+
+    Return (fds, paths opened), or None if one of them is in use.
+    """
+    fds, present = [], []
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            continue
+            continue  # another recoverer took it since the listing
         fds.append(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -383,7 +469,8 @@ def lock_all(paths):
             for other in fds:
                 os.close(other)
             return None
-    return fds
+        present.append(path)
+    return fds, present
 
 
 def read_lines(path, bad):

@@ -41,8 +41,11 @@ def recover(paths, write_all, keep_bad):
     Return the number of records handed to ``write_all`` (0 when another
     process holds the files), or None when the database failed.
     """
-    fds = journals.lock_all(paths)
-    if fds is None:
+    locked = journals.lock_all(paths)
+    if locked is None:
+        return 0
+    fds, paths = locked
+    if not paths:
         return 0
     try:
         records, ends, begins, bad = [], set(), {}, []
@@ -63,7 +66,7 @@ def recover(paths, write_all, keep_bad):
         open_uploads = [
             b for uid, b in begins.items() if uid not in ends and uid not in recorded
         ]
-        records.extend(_incomplete(b) for b in open_uploads)
+        records.extend(_incomplete(b) for b in open_uploads if b.get("_record", True))
         if not write_all(records):
             return None
         for begin in open_uploads:

@@ -102,8 +102,14 @@ class AuditWriter:
         old = self._journal
         if old is not None and (old.directory, old.database) == (directory, database):
             old.fsync = settings.AUDIT_FSYNC
+            old.max_queue = settings.AUDIT_MAX_QUEUE
             return
-        journal = journals.Journal(directory, database, fsync=settings.AUDIT_FSYNC)
+        journal = journals.Journal(
+            directory,
+            database,
+            fsync=settings.AUDIT_FSYNC,
+            max_queue=settings.AUDIT_MAX_QUEUE,
+        )
         journal.queue = self._queue if self._down_since is None else None
         if old is not None:
             # Its files become another instance's: recovered (without
@@ -187,7 +193,12 @@ class AuditWriter:
             if left <= 0:
                 break
             thread.join(min(left, 0.05))
-        return self._down_since is None
+        if self._down_since is not None:
+            return False
+        # Everything is in the database: no journal file is left for the next
+        # start to read back.
+        self.journal.settle()
+        return True
 
     # --- the writer thread
 
@@ -247,6 +258,9 @@ class AuditWriter:
 
     def _drain(self):
         journal = self.journal
+        if journal.overflowed:
+            # The queue was full: what did not fit is read back from disk.
+            journal.rotate(replay=True, queue=self._queue)
         if journal.fallback:
             self._write_fallback(journal)
         if self._replay_own(journal) is False:
@@ -258,8 +272,10 @@ class AuditWriter:
             if not batch:
                 break
             if not self._write(batch, rows.insert):
+                journal.keep_in_memory(batch)
                 self._go_down(journal)
                 return
+            journal.written(batch)
             journal.trim_to(batch[-1]["uid"])
         if journal.current_size() > journals.SEGMENT_BYTES:
             journal.rotate()
@@ -333,16 +349,17 @@ class AuditWriter:
         journal = self._journal
         if (
             journal is not None
-            and journal.broken is not None
+            and (journal.broken is not None or journal.dropped)
             and now - self._broken_logged >= BROKEN_LOG_INTERVAL
         ):
             self._broken_logged = now
             logger.error(
                 "Cannot write the audit journal in %s (%s): %d records are "
-                "held in memory only.",
+                "held in memory only, %d lost (no database, disk or memory left).",
                 journal.directory,
                 journal.broken,
-                self.pending(),
+                len(journal.fallback),
+                journal.dropped,
             )
         if (
             connection.connection is not None
