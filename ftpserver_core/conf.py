@@ -99,8 +99,11 @@ DEFAULTS = {
     # directory and renamed to its name once complete, so nothing watching
     # the directory sees a partial file. "direct": written in place.
     "UPLOAD_MODE": "atomic",
-    # Compute each transfer's SHA-256 as it streams (audit records, HASH).
-    "DIGESTS": True,
+    # Compute each transfer's SHA-256 as it streams (audit records, HASH
+    # answered from it). Off by default: hashing on the IO loop costs a large
+    # upload about half its speed on a 2-core machine (docs/performance.rst).
+    # The HASH command works either way.
+    "DIGESTS": False,
     # Seconds within which a login is answered, whatever the database does
     # (421 when it does not answer in time).
     "LOGIN_TIMEOUT": 10.0,

@@ -6,7 +6,6 @@ subclasses the selected one per server, carrying that server's options, its
 authorizer and its worker pool; pyftpdlib's own classes are never modified.
 """
 
-import contextlib
 import logging
 import os
 import secrets
@@ -42,6 +41,35 @@ class _AsIs(str):
 
     def capitalize(self):
         return str(self)
+
+
+class _ReplyBatch:
+    """The context manager of ``reply_batch()`` (a class: it runs per command)."""
+
+    __slots__ = ("handler", "journal")
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.journal = None
+
+    def __enter__(self):
+        handler = self.handler
+        if handler._held_replies is None:
+            handler._held_replies = []
+            self.journal = audit.writer.journal
+            self.journal.start_batch()
+
+    def __exit__(self, *exc_info):
+        if self.journal is None:
+            return  # nested: the outermost batch writes and replies
+        handler = self.handler
+        held, handler._held_replies = handler._held_replies, None
+        try:
+            self.journal.end_batch()
+        finally:
+            respond = super(DjangoHandlerMixin, handler).respond
+            for resp, logfun in held:
+                respond(resp, logfun)
 
 
 class DjangoHandlerMixin:
@@ -104,24 +132,13 @@ class DjangoHandlerMixin:
 
     # --- replies wait for the journal
 
-    @contextlib.contextmanager
     def reply_batch(self):
-        """Hold the replies of the block until its audit records are journaled.
+        """Hold the replies of a ``with`` block until its audit records are journaled.
 
         An acknowledged event (226, 250...) is then on disk before the client
         can see the acknowledgement, and a command's records cost one write.
         """
-        if self._held_replies is not None:
-            yield
-            return
-        self._held_replies = held = []
-        try:
-            with audit.batch():
-                yield
-        finally:
-            self._held_replies = None
-            for resp, logfun in held:
-                super().respond(resp, logfun)
+        return _ReplyBatch(self)
 
     def respond(self, resp, logfun=logger.debug):
         held = self._held_replies

@@ -66,6 +66,20 @@ def journal_files(directory):
     return sorted(Path(directory).glob("journal-*.jsonl"))
 
 
+def append_to_segment(path, data, journal=None):
+    """Write ``data`` after the last line of a journal segment, as its process
+    would (a segment is preallocated: its end is zeros, not the file's end).
+    With the live ``journal`` of that segment, it writes after ``data``."""
+    with open(path, "r+b") as fh:
+        content = fh.read()
+        end = content.find(b"\x00")
+        end = len(content) if end < 0 else end
+        fh.seek(end)
+        fh.write(data)
+    if journal is not None:
+        journal._current.size = end + len(data)
+
+
 def journal_lines(directory, files=None):
     """Every complete line of the journal segments of ``directory``, parsed.
 

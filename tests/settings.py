@@ -78,3 +78,7 @@ FTPSERVER_AUDIT_JOURNAL_DIR = os.path.join(
 )
 # ... which is in the temporary directory, as everything of a test run.
 SILENCED_SYSTEM_CHECKS = ["ftpserver_core.W002"]
+
+# Transfer digests are off by default (their cost: docs/performance.rst); the
+# suite checks them on, and off where a test says so.
+FTPSERVER_DIGESTS = True

@@ -35,6 +35,7 @@ from .audit_tools import (
     DOWN_TIMEOUT,
     PYTHON,
     abandon,
+    append_to_segment,
     audit_rows,
     bad_files,
     count_by_event,
@@ -564,8 +565,7 @@ def some_records(count, **fields):
 
 
 def append_raw(journal, data):
-    with open(journal._current.path, "ab") as fh:
-        fh.write(data)
+    append_to_segment(journal._current.path, data, journal)
 
 
 def test_a_journal_left_by_a_previous_process_is_written_at_the_next_start(

@@ -29,6 +29,7 @@ from ftpserver_core.models import AuditEvent
 from .audit_tools import (
     PYTHON,
     abandon,
+    append_to_segment,
     audit_rows,
     bad_lines,
     journal_files,
@@ -332,8 +333,7 @@ def test_a_truncated_last_line_goes_to_the_bad_file_and_recovery_goes_on(tmp_pat
     # Killed in the middle of a write.
     (path,) = journal_files(directory)
     cut = b'{"time":1800000003,"event":"mkdir","username":"al'
-    with open(path, "ab") as fh:
-        fh.write(cut)
+    append_to_segment(path, cut)
     abandon(crashed)
     other = journals.Journal(str(directory), DB)
     other.add(record(4))
@@ -356,8 +356,7 @@ def test_unreadable_lines_are_kept_aside_and_the_others_recovered(tmp_path):
     journal = journals.Journal(str(directory), DB)
     journal.add(record(1))
     (path,) = journal_files(directory)
-    with open(path, "ab") as fh:
-        fh.write(b"not json\n[1, 2]\n\n\xff\xfe{\n")
+    append_to_segment(path, b"not json\n[1, 2]\n\n\xff\xfe{\n", journal)
     journal.add(record(2))
     abandon(journal)
     recovered = Recovered(directory)
@@ -637,8 +636,7 @@ def test_the_writer_recovers_dead_journals_at_start_into_the_database(
     dead.add(record(1))
     dead.add(record(2))
     (path,) = journal_files(audit_journal)
-    with open(path, "ab") as fh:
-        fh.write(b'{"cut')
+    append_to_segment(path, b'{"cut')
     abandon(dead)
     # Already in the database (the dead process wrote it before it died).
     already = journal_lines(audit_journal)[0]

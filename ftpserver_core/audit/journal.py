@@ -37,6 +37,12 @@ logger = logging.getLogger("ftpserver_core.audit")
 
 # A segment is closed (and a new one started) past this size.
 SEGMENT_BYTES = 8 << 20
+# A segment's file is given this size (sparse) when it is born, and written
+# with pwrite() inside it: an append that grows a file makes ext4 update its
+# inode in the journal of the filesystem each time, and wait behind the
+# database's fsync() (small-file STOR 0.65x bare on ext4, 0.86x on tmpfs).
+# Readers stop at the zeros after the last line.
+PREALLOCATE = 2 * SEGMENT_BYTES
 
 _NAME_RE = re.compile(
     r"^journal-(?P<db>[0-9a-f]+)-(?P<instance>[0-9a-f]+)-(?P<n>\d+)\.jsonl$"
@@ -95,13 +101,22 @@ def _write_all(fd, data):
         view = view[os.write(fd, view) :]
 
 
+def _pwrite_all(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 class _Segment:
-    __slots__ = ("path", "fd", "size", "max_seq", "replay")
+    __slots__ = ("path", "fd", "size", "allocated", "max_seq", "replay")
 
     def __init__(self, path, fd):
         self.path = path
         self.fd = fd
         self.size = 0
+        self.allocated = 0
         self.max_seq = -1
         # True once its records are no longer in the writer's queue: they
         # must be read back from disk.
@@ -222,14 +237,19 @@ class Journal:
         data = "".join(self._buffer).encode()
         try:
             segment = self._current or self._open_segment()
+            end = segment.size + len(data)
             try:
-                _write_all(segment.fd, data)
+                if end > segment.allocated:
+                    os.ftruncate(segment.fd, end + PREALLOCATE)
+                    segment.allocated = end + PREALLOCATE
+                _pwrite_all(segment.fd, data, segment.size)
                 if self.fsync:
-                    os.fsync(segment.fd)
+                    os.fdatasync(segment.fd)
             except OSError:
-                # No half line that would glue to the next one.
+                # No half line that would glue to the next one: zeros, as
+                # after the last line.
                 try:
-                    os.ftruncate(segment.fd, segment.size)
+                    os.pwrite(segment.fd, bytes(len(data)), segment.size)
                 except OSError:
                     pass
                 raise
@@ -271,16 +291,18 @@ class Journal:
         birth = os.path.join(self.directory, "." + os.path.basename(path) + ".new")
         fd = os.open(
             birth,
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
             0o600,
         )
         segment = _Segment(path, fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, PREALLOCATE)
+            segment.allocated = PREALLOCATE
             if self._open_begins:
                 # Uploads in progress stay findable in the newest segment.
                 data = "".join(self._open_begins.values()).encode()
-                _write_all(fd, data)
+                _pwrite_all(fd, data, 0)
                 segment.size = len(data)
             os.rename(birth, path)
         except OSError:
@@ -477,6 +499,12 @@ def read_lines(path, bad):
     """Yield the JSON objects of a segment; unreadable lines go to ``bad``."""
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
+            if b"\x00" in raw:
+                # The unwritten (zero) end of the segment.
+                raw = raw.split(b"\x00", 1)[0]
+                if raw.strip():
+                    bad.append((path, number, raw, "incomplete last line"))
+                break
             if not raw.strip():
                 continue
             if not raw.endswith(b"\n"):

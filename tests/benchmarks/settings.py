@@ -31,12 +31,13 @@ if "FTPSERVER_CREDENTIAL_CACHE_TTL" in os.environ:
     FTPSERVER_CREDENTIAL_CACHE_TTL = int(os.environ["FTPSERVER_CREDENTIAL_CACHE_TTL"])
 if os.environ.get("BENCH_TMP"):
     FTPSERVER_AUDIT_JOURNAL_DIR = os.path.join(
-        os.environ["BENCH_TMP"], f"audit-journal-{os.getpid()}"
+        os.environ.get("BENCH_JOURNAL_DIR") or os.environ["BENCH_TMP"],
+        f"audit-journal-{os.getpid()}",
     )
 # BENCH_FSYNC=1: fsync the audit journal before each reply (power-loss safe).
 FTPSERVER_AUDIT_FSYNC = os.environ.get("BENCH_FSYNC", "0") == "1"
-# BENCH_DIGESTS=0: no SHA-256 of transfers.
-FTPSERVER_DIGESTS = os.environ.get("BENCH_DIGESTS", "1") == "1"
+# BENCH_DIGESTS=1: SHA-256 of transfers (off by default).
+FTPSERVER_DIGESTS = os.environ.get("BENCH_DIGESTS", "0") == "1"
 # As the standalone suite (ftpadmin/settings.py): persistent connections.
 DATABASES["default"].update(CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True)  # noqa: F405
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
