@@ -653,7 +653,11 @@ def test_an_upload_in_progress_at_a_sigkill_is_recorded_at_the_next_start(
 ):
     account = make_account("alice")
     journal_dir = tmp_path / "journal"
-    env = write_settings(tmp_path, FTPSERVER_AUDIT_JOURNAL_DIR=str(journal_dir))
+    env = write_settings(
+        tmp_path,
+        FTPSERVER_AUDIT_JOURNAL_DIR=str(journal_dir),
+        FTPSERVER_UPLOAD_MODE="atomic",
+    )
     server = start_ftpserver(tmp_path, env, "first")
     home = account.home_path
     sent = 300_000

@@ -555,7 +555,9 @@ def test_hash_after_the_file_was_replaced_during_a_download(
     old = payload(32 << 20, seed=15)
     new = payload(3000, seed=16)
     write(os.path.join(account.home_path, "f.bin"), old)
-    live = server(use_sendfile=False)  # the download is hashed as it streams
+    # The download is hashed as it streams; the upload replaces the file (a
+    # new inode) rather than rewriting it under the reader.
+    live = server(use_sendfile=False, upload_mode="atomic")
     reader, writer = login(live), login(live)
     conn = reader.transfercmd("RETR f.bin")
     got = bytearray(conn.recv(65536))
@@ -575,13 +577,14 @@ def test_hash_after_the_file_was_replaced_during_a_download(
     writer.quit()
 
 
-def test_hash_after_the_file_was_replaced_during_a_hash(live_ftp, alice, big_file):
+def test_hash_after_the_file_was_replaced_during_a_hash(ftp_server, alice, big_file):
     """The same with HASH: a digest computed of the old file must not be
     taken for the new one."""
     home, ftp = alice
     _, old_digest = big_file
     new = payload(5000, seed=17)
-    other = login(live_ftp)
+    # Replaced by an atomic upload (a new inode), through another server.
+    other = login(ftp_server(upload_mode="atomic"))
     ftp.putcmd("HASH big.bin")
     time.sleep(0.05)
     # Replaced while the server reads the old one.

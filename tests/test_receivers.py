@@ -134,13 +134,9 @@ def test_a_scripted_session_leaves_exactly_the_expected_records(
     conn = b.transfercmd("STOR cut.bin")
     conn.sendall(b"c" * 100_000)
     cut_path = real(account, "cut.bin")
-
-    def received_so_far():
-        # Atomic uploads: the bytes land in a hidden file next to cut.bin.
-        hidden = [n for n in os.listdir(home) if n.endswith("-cut.bin")]
-        return hidden and os.path.getsize(os.path.join(home, hidden[0]))
-
-    wait_until(lambda: received_so_far() == 100_000)
+    wait_until(
+        lambda: os.path.exists(cut_path) and os.path.getsize(cut_path) == 100_000
+    )
     b.close()
     try:
         recorder.wait_for("ftp_file_received_incomplete")

@@ -500,9 +500,8 @@ def test_upload_aborted_with_abor_is_incomplete(live_ftp, make_account, recorder
     assert kwargs["ftp_path"] == "/part.bin"
     assert 0 <= kwargs["size"] <= 200_000
     assert kwargs["reason"] == "aborted"
-    # Atomic uploads (the default): a fresh upload that fails leaves nothing.
-    assert not os.path.exists(path)
-    assert os.listdir(os.path.dirname(path)) == []
+    # Written in place (the default upload mode): what arrived stays.
+    assert kwargs["size"] == os.path.getsize(path)
     assert isinstance(kwargs["duration"], float) and kwargs["duration"] >= 0
     # The session goes on after the abort.
     assert ftp.voidcmd("NOOP").startswith("200")
@@ -530,7 +529,7 @@ def test_upload_cut_by_closing_the_control_connection_is_incomplete(
     assert kwargs["remote_port"] == session_port
     assert 0 <= kwargs["size"] <= 100_000
     assert kwargs["reason"] == "aborted"
-    assert not os.path.exists(kwargs["path"])
+    assert kwargs["size"] == os.path.getsize(kwargs["path"])
 
 
 def test_download_aborted_with_abor_is_incomplete(live_ftp, make_account, recorder):

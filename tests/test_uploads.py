@@ -44,6 +44,16 @@ FAILURES = ("abor", "rst", "control_dropped")
 # --- helpers
 
 
+@pytest.fixture
+def live_ftp(ftp_server):
+    """A server in atomic mode (the default is direct: see test_the_default)."""
+    return ftp_server(upload_mode="atomic")
+
+
+def test_the_default_upload_mode_is_direct(ftp_server):
+    assert ftp_server().options.upload_mode == "direct"
+
+
 def payload(size, seed=0):
     return random.Random(seed).randbytes(size)
 
@@ -198,7 +208,7 @@ def test_atomic_upload_is_invisible_until_complete(live_ftp, make_account, recor
     account = make_account("alice")
     home = account.home_path
     write(os.path.join(home, "keep.txt"), b"keep")
-    assert live_ftp.options.upload_mode == "atomic"  # the default
+    assert live_ftp.options.upload_mode == "atomic"
     data = payload(300_000, seed=1)
     target = os.path.join(home, "up.bin")
 

@@ -47,3 +47,5 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
         init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         transaction_mode="IMMEDIATE",
     )
+# BENCH_UPLOAD_MODE=atomic: uploads renamed into place (default: direct).
+FTPSERVER_UPLOAD_MODE = os.environ.get("BENCH_UPLOAD_MODE", "direct")
