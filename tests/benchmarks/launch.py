@@ -132,8 +132,11 @@ class Server:
             self.proc.wait(timeout)
 
 
-def ours(name, env, extra_args=(), cache_ttl=None, log_dir=None):
-    """Our server (``manage.py ftpserver``) with the benchmark settings."""
+def ours(name, env, extra_args=(), cache_ttl=None, log_dir=None, repo=None):
+    """Our server (``manage.py ftpserver``) with the benchmark settings.
+
+    ``repo``: a checkout of another revision to run instead of this one.
+    """
     env = dict(env)
     if cache_ttl is not None:
         env["FTPSERVER_CREDENTIAL_CACHE_TTL"] = str(cache_ttl)
@@ -147,7 +150,7 @@ def ours(name, env, extra_args=(), cache_ttl=None, log_dir=None):
         str(MAX_CONNECTIONS),
         *extra_args,
     ]
-    return Server(name, argv, env, REPO, Path(log_dir) / f"{name}.log")
+    return Server(name, argv, env, repo or REPO, Path(log_dir) / f"{name}.log")
 
 
 def bare(name, env, root, n_users, log_dir):

@@ -7,7 +7,14 @@ to ``--rst PATH``.
 import math
 import statistics
 
-SERVERS = ["ours-sqlite", "ours-postgres", "bare", "django-ftpserver"]
+# baseline-sqlite: ours at an earlier revision (--baseline), on SQLite.
+SERVERS = [
+    "ours-sqlite",
+    "ours-postgres",
+    "baseline-sqlite",
+    "bare",
+    "django-ftpserver",
+]
 OURS = ["ours-sqlite", "ours-postgres"]
 
 # (probe, key, label, unit); the order of the table.

@@ -19,6 +19,9 @@ Servers:
   (credential cache on), a twin with ``FTPSERVER_CREDENTIAL_CACHE_TTL=0``
   (every login hashes: the stall and cache-off login probes) and one with
   ``--workers 2`` (the prefork probe).
+- ``baseline-sqlite``: ours as of another revision, on SQLite, from the
+  checkout given with ``--baseline PATH`` (e.g. ``git worktree add
+  /tmp/before REV``): a change and its baseline measured in one run.
 - ``bare``: pyftpdlib 2.2 with DummyAuthorizer (the ceiling).
 - ``django-ftpserver``: the original django-ftpserver 1.0.0 from PyPI, in a
   virtualenv the run creates in its temp dir.
@@ -122,6 +125,8 @@ class Bench:
 
     def db_url(self, server, purpose):
         """DATABASE_URL of ``server`` (ours-sqlite/ours-postgres) for a purpose."""
+        if server == "baseline-sqlite":
+            return f"sqlite:///{self.tmp / 'baseline.sqlite3'}"
         if server == "ours-sqlite":
             if purpose == "ftp":
                 return f"sqlite:///{self.tmp / 'ours.sqlite3'}"
@@ -149,7 +154,9 @@ class Bench:
         thirdparty.write_hashes(hashes_file, make_hashes(names))
         to_start = []
         for server in self.servers:
-            if server in report.OURS:
+            if server == "baseline-sqlite":
+                self.setup_baseline(server, hashes_file)
+            elif server in report.OURS:
                 if server == "ours-postgres":
                     pg_recreate(FTP_DB)
                 log(f"{server}: migrate and create the accounts...")
@@ -262,6 +269,32 @@ class Bench:
     def note(self, text):
         self.results.notes.append(text)
         log("NOTE: " + text)
+
+    def setup_baseline(self, server, hashes_file):
+        """Ours at another revision: its own code, database and accounts."""
+        if not self.args.baseline:
+            raise SystemExit("baseline-sqlite needs --baseline PATH (a checkout).")
+        repo = Path(self.args.baseline).resolve()
+        log(f"{server}: {repo}: migrate and create the accounts...")
+        env = dict(
+            self.django_env(server, "ftp"),
+            PYTHONPATH=str(repo),
+        )
+        thirdparty.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.benchmarks.fixtures",
+                str(self.homes / server),
+                str(hashes_file),
+            ],
+            timeout=600,
+            env=env,
+            cwd=repo,
+        )
+        self.procs[server, "main"] = launch.ours(
+            f"{server}-main", env, (), None, self.tmp, repo=repo
+        )
 
     # --- FTP probes -------------------------------------------------------------
 
@@ -577,6 +610,10 @@ def main():
         type=lambda v: parse_list(v, report.SERVERS, "server"),
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        help="a checkout of an earlier revision, run as the server baseline-sqlite",
+    )
     parser.add_argument("--rst", help="also write the tables to this file")
     parser.add_argument(
         "--homes",
