@@ -11,6 +11,7 @@ import pytest
 
 from tests.certs import make_certificate
 from tests.conftest import PASSWORD
+from tests.transfer_tools import read, run_lftp, write
 
 CURL = "/usr/bin/curl"
 LFTP = "/usr/bin/lftp"
@@ -42,37 +43,11 @@ def curl(*args, timeout=60):
 def lftp(
     live, script, username="alice", password=PASSWORD, settings=LFTP_PLAIN, cwd=None
 ):
-    return subprocess.run(
-        [
-            LFTP,
-            "-u",
-            f"{username},{password}",
-            "-p",
-            str(live.port),
-            "-e",
-            settings + script + "; bye",
-            live.host,
-        ],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        cwd=cwd,
-    )
+    return run_lftp(live, script, settings, username, password, cwd=cwd)
 
 
 def url(live, path=""):
     return f"ftp://127.0.0.1:{live.port}/{path}"
-
-
-def read(path):
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(data)
 
 
 def tree(root):

@@ -25,6 +25,7 @@ import pytest
 
 from ftpserver_core import audit
 from ftpserver_core.models import AuditEvent
+from tests.transfer_tools import payload, read, write
 
 from .certs import make_certificate
 from .conftest import PASSWORD
@@ -58,21 +59,6 @@ def login(live, tls=False):
 
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def payload(size, seed=0):
-    return random.Random(seed).randbytes(size)
-
-
-def read(path):
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(data)
 
 
 def retr(ftp, name):

@@ -13,6 +13,7 @@ import pytest
 
 from tests.certs import make_certificate
 from tests.conftest import PASSWORD
+from tests.transfer_tools import run_lftp
 
 CURL = "/usr/bin/curl"
 LFTP = "/usr/bin/lftp"
@@ -48,21 +49,7 @@ def tls_live(ftp_server, tls_cert):
 
 
 def lftp(live, script, settings):
-    return subprocess.run(
-        [
-            LFTP,
-            "-u",
-            f"alice,{PASSWORD}",
-            "-p",
-            str(live.port),
-            "-e",
-            settings + script + "; bye",
-            live.host,
-        ],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    return run_lftp(live, script, settings, "alice", PASSWORD)
 
 
 def write_files(root, names, rng, min_size=1, max_size=MAX_SIZE):

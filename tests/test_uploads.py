@@ -17,13 +17,13 @@ half way, abort it or reset it), curl and lftp.
 import ftplib
 import io
 import os
-import random
 import signal
 import subprocess
 
 import pytest
 
 from ftpserver_core.models import AuditEvent
+from tests.transfer_tools import payload, read, write
 
 from .audit_tools import wait_until
 from .conftest import PASSWORD
@@ -52,21 +52,6 @@ def live_ftp(ftp_server):
 
 def test_the_default_upload_mode_is_direct(ftp_server):
     assert ftp_server().options.upload_mode == "direct"
-
-
-def payload(size, seed=0):
-    return random.Random(seed).randbytes(size)
-
-
-def read(path):
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
-def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(data)
 
 
 def temps(directory):
