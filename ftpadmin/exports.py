@@ -11,6 +11,7 @@ import io
 from django.utils import timezone
 
 from ftpadmin.filters import INCOMPLETE, UPLOADS
+from ftpadmin.formats import spreadsheet_safe
 
 CHUNK_SIZE = 2000
 LINES_PER_YIELD = 1000
@@ -100,16 +101,16 @@ def csv_lines(queryset):
                 event,
                 _direction(event),
                 _status(event),
-                username,
-                group,
+                spreadsheet_safe(username),
+                spreadsheet_safe(group),
                 remote_ip or "",
                 _blank_if_none(remote_port),
-                ftp_path,
+                spreadsheet_safe(ftp_path),
                 _blank_if_none(size),
                 _blank_if_none(duration),
                 tls,
                 session_id,
-                node,
+                spreadsheet_safe(node),
                 sha256,
             ]
         )

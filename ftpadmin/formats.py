@@ -2,6 +2,7 @@
 
 import io
 
+import tablib
 from import_export.formats import base_formats
 
 # Control characters that the XLSX format cannot hold.
@@ -41,3 +42,35 @@ class XLSX(base_formats.XLSX):
         out = io.BytesIO()
         book.save(out)
         return out.getvalue()
+
+
+# What a spreadsheet reads as the start of a formula (OWASP's CSV injection
+# list): = + - @, and tab or carriage return before one of them.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """Return ``value`` so that a spreadsheet shows it, never runs it.
+
+    A text that a spreadsheet would read as a formula gets a leading
+    apostrophe, which Excel and LibreOffice show as text (anyone can choose a
+    failed login's username: ``=HYPERLINK(...)`` would otherwise run in the
+    admin's spreadsheet). Other values are returned unchanged.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class CSV(base_formats.CSV):
+    """CSV whose text cells never start a spreadsheet formula.
+
+    django-import-export's own option (IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT)
+    only drops a leading ``=``: ``+``, ``-`` and ``@`` start formulas too.
+    """
+
+    def export_data(self, dataset, **kwargs):
+        safe = tablib.Dataset(headers=dataset.headers, title=dataset.title)
+        for row in dataset:
+            safe.append([spreadsheet_safe(value) for value in row])
+        return super().export_data(safe, **kwargs)

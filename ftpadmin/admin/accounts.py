@@ -27,9 +27,9 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from import_export.admin import ImportExportModelAdmin
-from import_export.formats.base_formats import CSV
+from import_export.formats.base_formats import CSV as ImportCSV
 
-from ftpadmin.formats import XLSX
+from ftpadmin.formats import CSV, XLSX
 from ftpadmin.forms import (
     ACCESS_FIELDS,
     LIMIT_FIELDS,
@@ -311,7 +311,8 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
     set_expiry_template = "admin/ftpserver_core/ftpuseraccount/set_expiry.html"
 
     resource_classes = [FTPUserAccountResource]
-    import_formats = [CSV, XLSX]
+    # Imports read plain CSV; exports escape formulas (ftpadmin.formats).
+    import_formats = [ImportCSV, XLSX]
     export_formats = [CSV, XLSX]
     import_template_name = "admin/ftpserver_core/ftpuseraccount/import.html"
 

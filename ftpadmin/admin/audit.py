@@ -14,9 +14,9 @@ from django.utils.safestring import mark_safe
 from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionMixin
-from import_export.formats.base_formats import CSV, JSON
+from import_export.formats.base_formats import JSON
 
-from ftpadmin.formats import XLSX
+from ftpadmin.formats import CSV, XLSX
 from ftpadmin.list_filters import GroupListFilter, SessionListFilter, UserListFilter
 from ftpadmin.paginators import CappedCountPaginator
 from ftpadmin.resources import AuditEventResource
