@@ -150,6 +150,33 @@ class DjangoHandlerMixin:
 
     # --- commands
 
+    # pyftpdlib answers "500 Command too long." each time 2048 more bytes of
+    # one line arrive, then runs the line's tail as a command: two or more
+    # replies for one line, and the client's replies are off by one from
+    # then on. Here an over-long line is dropped as it comes and answered
+    # once, at its end.
+    MAX_LINE = 2048
+    _line_too_long = False
+
+    def collect_incoming_data(self, data):
+        if self._line_too_long:
+            return
+        self._in_buffer.append(data)
+        self._in_buffer_len += len(data)
+        if self._in_buffer_len > self.MAX_LINE:
+            self._in_buffer = []
+            self._in_buffer_len = 0
+            self._line_too_long = True
+
+    def found_terminator(self):
+        if not self._line_too_long:
+            super().found_terminator()
+            return
+        self._line_too_long = False
+        if self._idler is not None and not self._idler.cancelled:
+            self._idler.reset()
+        self.respond_w_warning("500 Command too long.")
+
     def pre_process_command(self, line, cmd, arg):
         try:
             super().pre_process_command(line, cmd, arg)

@@ -838,3 +838,27 @@ def test_the_password_is_never_logged_signalled_or_kept(
     for _name, _sender, kwargs in recorder.events:
         assert secret not in repr(kwargs)
         assert wrong not in repr(kwargs)
+
+
+@pytest.mark.parametrize("size", [2049, 10_000, 100_000])
+def test_an_over_long_command_line_gets_one_reply(live_ftp, make_account, size):
+    make_account("alice")
+    ftp = live_ftp.client("alice")
+    # One over-long line, then a normal command, in one write.
+    ftp.sock.sendall(b"NOOP " + b"x" * size + b"\r\nPWD\r\n")
+    assert ftp.getline() == "500 Command too long."
+    # The next reply is PWD's: the replies are still in step.
+    assert ftp.getline().startswith("257 ")
+    assert ftp.voidcmd("NOOP").startswith("200")
+    ftp.quit()
+
+
+def test_a_line_just_under_the_limit_is_a_command(live_ftp, make_account):
+    make_account("alice")
+    ftp = live_ftp.client("alice")
+    name = "d" * 200
+    ftp.sock.sendall(f"SIZE {'x' * 2000}\r\nMKD {name}\r\n".encode())
+    # SIZE's own answer (no such file), not "too long".
+    assert ftp.getline().startswith("550 ")
+    assert ftp.getline().startswith("257 ")
+    ftp.quit()
