@@ -17,6 +17,10 @@ DEFAULTS = {
     # Passive data ports: None (kernel picks), "30000-30100", "12345,30000-30100"
     # or an iterable of ints.
     "PASSIVE_PORTS": None,
+    # When every passive port is in use: False answers PASV/EPSV with 425;
+    # True falls back to a port the kernel picks, outside the range (which a
+    # firewall that opens only the range then blocks).
+    "PASSIVE_PORTS_FALLBACK": False,
     # Public address announced in PASV replies when the server is behind NAT.
     "MASQUERADE_ADDRESS": None,
     # TLS certificate chain and private key (PEM). With a certificate the TLS

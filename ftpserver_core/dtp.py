@@ -20,6 +20,7 @@ import logging
 
 from pyftpdlib.exceptions import _RetryError
 from pyftpdlib.handlers.ftp.data import DTPHandler
+from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
 from pyftpdlib.ioloop import _ERRNOS_DISCONNECTED, _ERRNOS_RETRY, AsyncChat, timer
 
 from . import digests, tls
@@ -269,6 +270,32 @@ class DataChannelMixin:
 
 class DataChannel(DataChannelMixin, DTPHandler):
     """Plain-FTP data channel."""
+
+
+class PassivePortsExhausted(Exception):
+    """Every port of the configured passive range is in use."""
+
+
+class PassiveListener(PassiveDTP):
+    """A passive data listener that stays in the configured port range.
+
+    pyftpdlib falls back to a port the kernel picks when the range is full:
+    outside the range a firewall opens, so the client hangs instead of being
+    told. ``passive_fallback`` on the handler keeps that behaviour.
+    """
+
+    def bind(self, addr):
+        # pyftpdlib binds port 0 in the range's case only when every port of
+        # it was refused (it binds 0 as well when no range is configured).
+        handler = self.cmd_channel
+        if (
+            addr[1] == 0
+            and handler.passive_ports is not None
+            and not getattr(handler, "passive_fallback", False)
+        ):
+            self.close()
+            raise PassivePortsExhausted
+        super().bind(addr)
 
 
 if tls.available:

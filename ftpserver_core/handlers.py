@@ -17,7 +17,7 @@ from pyftpdlib.utils import strerror
 
 from . import audit, digests, signals, tls
 from .authorizers import DjangoAuthorizer
-from .dtp import DataChannel
+from .dtp import DataChannel, PassiveListener, PassivePortsExhausted
 from .filesystems import DjangoFilesystem
 from .uploads import RestartError, Upload
 
@@ -78,6 +78,9 @@ class DjangoHandlerMixin:
     authorizer = DjangoAuthorizer()
     abstracted_fs = DjangoFilesystem
     dtp_handler = DataChannel
+    passive_dtp = PassiveListener
+    # Set per server (FTPSERVER_PASSIVE_PORTS_FALLBACK).
+    passive_fallback = False
     # Set per server by servers.build_server().
     worker_pool = None
     upload_mode = "atomic"
@@ -398,6 +401,15 @@ class DjangoHandlerMixin:
 
     def on_logout(self, username):
         self.send_signal(signals.ftp_logout, username=username)
+
+    def _make_epasv(self, extmode=False):
+        try:
+            super()._make_epasv(extmode)
+        except PassivePortsExhausted:
+            self._dtp_acceptor = None
+            self.respond_w_warning(
+                "425 No free passive port in the configured range; try again later."
+            )
 
     # --- transfers
 

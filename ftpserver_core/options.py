@@ -193,6 +193,7 @@ class ServerOptions:
     use_sendfile: bool
     permit_foreign_addresses: bool
     data_timeout: float
+    passive_ports_fallback: bool
     upload_mode: str
     digests: bool
     login_timeout: float
@@ -287,6 +288,7 @@ class ServerOptions:
             )
         check("upload_mode", parse_upload_mode, raw["upload_mode"])
         values["digests"] = bool(raw["digests"])
+        values["passive_ports_fallback"] = bool(raw["passive_ports_fallback"])
         values["use_sendfile"] = bool(raw["use_sendfile"])
         values["permit_foreign_addresses"] = bool(raw["permit_foreign_addresses"])
 

@@ -45,6 +45,7 @@ def build_handler_class(options, worker_pool):
         "timeout": options.timeout,
         "banner": options.banner,
         "passive_ports": options.passive_ports,
+        "passive_fallback": options.passive_ports_fallback,
         "masquerade_address": options.masquerade_address,
         "auth_failed_timeout": options.auth_failed_delay,
         "max_login_attempts": options.max_login_attempts,

@@ -862,3 +862,43 @@ def test_a_line_just_under_the_limit_is_a_command(live_ftp, make_account):
     assert ftp.getline().startswith("550 ")
     assert ftp.getline().startswith("257 ")
     ftp.quit()
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["PASV", "EPSV"])
+def test_a_full_passive_range_is_answered_425(ftp_server, make_account, command):
+    make_account("alice")
+    port = _free_port()
+    live = ftp_server(passive_ports=str(port))
+    first, second = live.client("alice"), live.client("alice")
+    # The first session holds the range's only port.
+    assert first.sendcmd(command)[:3] in ("227", "229")
+    with pytest.raises(ftplib.error_temp, match="^425 No free passive port"):
+        second.sendcmd(command)
+    # The session goes on, and gets the port once it is free.
+    assert second.voidcmd("NOOP").startswith("200")
+    first.sendcmd("ABOR")
+    reply = second.sendcmd(command)
+    if command == "PASV":
+        assert ftplib.parse227(reply)[1] == port
+    else:
+        assert ftplib.parse229(reply, ("127.0.0.1", 0))[1] == port
+    first.quit()
+    second.quit()
+
+
+def test_the_old_fallback_to_a_kernel_port_is_a_setting(ftp_server, make_account):
+    make_account("alice")
+    port = _free_port()
+    live = ftp_server(passive_ports=str(port), passive_ports_fallback=True)
+    first, second = live.client("alice"), live.client("alice")
+    first.sendcmd("EPSV")
+    reply = second.sendcmd("EPSV")
+    assert reply.startswith("229") and f"|{port}|" not in reply
+    first.quit()
+    second.quit()
