@@ -180,6 +180,14 @@ class DjangoHandlerMixin:
             self._idler.reset()
         self.respond_w_warning("500 Command too long.")
 
+    def ftp_USER(self, line):
+        # A NUL or control character is no user name: refused before any
+        # query (PostgreSQL rejects NUL with a DataError, a traceback per try).
+        if any(ord(c) < 32 or ord(c) == 127 for c in line):
+            self.respond("501 User name contains control characters.")
+            return
+        super().ftp_USER(line)
+
     def pre_process_command(self, line, cmd, arg):
         try:
             super().pre_process_command(line, cmd, arg)

@@ -902,3 +902,20 @@ def test_the_old_fallback_to_a_kernel_port_is_a_setting(ftp_server, make_account
     assert reply.startswith("229") and f"|{port}|" not in reply
     first.quit()
     second.quit()
+
+
+def test_a_control_character_in_user_is_501_and_no_login_attempt(
+    live_ftp, make_account, recorder
+):
+    make_account("alice")
+    ftp = live_ftp.client()
+    for name in ("al\0ice", "al\tice", "al\x1bice"):
+        with pytest.raises(ftplib.error_perm, match="^501 User name contains"):
+            ftp.sendcmd(f"USER {name}")
+    # No PASS is expected after a refused USER.
+    with pytest.raises(ftplib.error_perm, match="^503"):
+        ftp.sendcmd("PASS x")
+    ftp.login("alice", PASSWORD)
+    ftp.quit()
+    recorder.wait_for("ftp_client_disconnected")
+    assert "ftp_login_failed" not in recorder.names()
