@@ -11,6 +11,7 @@ import logging
 import threading
 
 from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import (
     InterfaceError,
     OperationalError,
@@ -97,17 +98,25 @@ class DjangoAuthorizer:
 
     def _login(self, username, password, remote_ip, tls):
         user = self._cached_user(username, password)
+        cached = user is not None
         if user is None:
             user = authenticate(None, username=username, password=password)
             if user is None:
                 raise LoginRefused(self._why_not(username))
-            self.credentials.remember(user, password)
         if not getattr(user, "is_active", True):
             raise LoginRefused("inactive_user")
         policy = load_policy(user)
         reason = policy.refusal(remote_ip, tls)
+        if reason == "tls_required" and cached:
+            # A refusal must take as long as a wrong password's (a hash), or
+            # its timing would tell a right password sent in clear.
+            make_password(password)
         if reason:
             raise LoginRefused(reason)
+        if not cached:
+            # Only now: a password sent in clear for an account that requires
+            # TLS is never remembered.
+            self.credentials.remember(user, password)
         policy.ensure_home()
         if not self.open_session(policy):
             raise LoginRefused("too_many_sessions", f"limit {policy.max_sessions}")

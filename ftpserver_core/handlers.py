@@ -36,13 +36,6 @@ EXTRA_COMMANDS = {
 UNAVAILABLE = "421 Service not available, try again later."
 
 
-class _AsIs(str):
-    """A reply text that handle_auth_failed() must not re-case."""
-
-    def capitalize(self):
-        return str(self)
-
-
 class _ReplyBatch:
     """The context manager of ``reply_batch()`` (a class: it runs per command)."""
 
@@ -275,12 +268,11 @@ class DjangoHandlerMixin:
             self._resume_input()
         else:
             self._login_failure = reason
-            message = ""
-            if reason == "tls_required":
-                # _AsIs: pyftpdlib would .capitalize() it to "requires tls".
-                message = _AsIs("This account requires TLS: use AUTH TLS first.")
-            # The password never reaches a signal or a log.
-            self.handle_auth_failed(message, "")
+            # The same reply for every refusal: "this account requires TLS"
+            # for the right password only would confirm a password that
+            # crossed in clear (the audit has the reason). The password
+            # never reaches a signal or a log.
+            self.handle_auth_failed("", "")
 
     def _resume_input(self):
         """Run the commands pipelined after PASS, now that it is answered."""

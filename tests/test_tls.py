@@ -336,7 +336,8 @@ def test_account_requiring_tls(ftp_server, tls_cert, make_account, recorder):
     ftp = live.client()
     with pytest.raises(ftplib.error_perm, match=r"^530 ") as info:
         ftp.login("alice", PASSWORD)
-    assert str(info.value) == "530 This account requires TLS: use AUTH TLS first."
+    # The reply of a wrong password: a right one sent in clear is not confirmed.
+    assert str(info.value) == "530 Authentication failed."
     ftp.close()
     (failed,) = recorder.wait_for("ftp_login_failed")
     assert (failed["username"], failed["reason"], failed["tls"]) == (
@@ -494,3 +495,31 @@ def test_unsupported_min_version_is_one_error(tls_cert):
             tls_min_version="SSLv3",
         )
     assert info.value.name == "TLS_MIN_VERSION"
+
+
+def test_require_tls_is_no_password_oracle_and_caches_nothing_sent_in_clear(
+    ftp_server, tls_cert, make_account, recorder
+):
+    make_account("alice", require_tls=True)
+    live = ftp_server(
+        certfile=tls_cert.certfile, keyfile=tls_cert.keyfile, tls_required=False
+    )
+    credentials = live.server.handler.authorizer.credentials
+    replies = []
+    for password in (PASSWORD, "wrong-password"):
+        ftp = live.client()
+        with pytest.raises(ftplib.error_perm) as info:
+            ftp.login("alice", password)
+        replies.append(str(info.value))
+        ftp.close()
+    # The right password sent in clear gets the wrong one's reply...
+    assert replies == ["530 Authentication failed."] * 2
+    # ... and is not remembered: the next login hashes again.
+    assert credentials._entries == {}
+    reasons = [k["reason"] for k in recorder.wait_for("ftp_login_failed", 2)]
+    assert reasons == ["tls_required", "bad_credentials"]
+    # Over TLS the same account logs in (and is remembered).
+    ftps = live.client("alice", tls=True)
+    assert ftps.voidcmd("NOOP").startswith("200")
+    ftps.quit()
+    assert len(credentials._entries) == 1
