@@ -13,9 +13,6 @@ from .models import AuditEvent
 Event = AuditEvent.Event
 
 
-_enabled = audit.enabled
-
-
 def session_fields(handler):
     """Return the audit fields every record of a session carries."""
     policy = getattr(handler, "policy", None)
@@ -37,7 +34,7 @@ def _session_receiver(event, failure="", **extra_fields):
     """
 
     def receiver(sender, handler, username=None, **kwargs):
-        if not _enabled(event):
+        if not audit.enabled(event):
             return
         fields = session_fields(handler)
         for field, arg in extra_fields.items():
@@ -60,7 +57,7 @@ def _session_receiver(event, failure="", **extra_fields):
 
 
 def _login_failed(sender, handler, username=None, reason="", **kwargs):
-    if not _enabled(Event.LOGIN_FAILED):
+    if not audit.enabled(Event.LOGIN_FAILED):
         return
     audit.record(
         time=audit.now(),
@@ -75,7 +72,7 @@ def _login_failed(sender, handler, username=None, reason="", **kwargs):
 
 def _server_event(event):
     def receiver(sender, server, host, port, **kwargs):
-        if _enabled(event):
+        if audit.enabled(event):
             audit.record(
                 time=audit.now(),
                 event=event,

@@ -151,8 +151,10 @@ class FTPServer(BaseFTPServer):
         # and disconnect callbacks, run them, then let the loop end.
         if not self._closed:
             self.close()
-        channels = list(self.ioloop.socket_map.values())
-        channels += [s for s in list(self.sessions) if s not in channels]
+        # Sessions waiting on a worker thread are off the loop's map.
+        channels = list(
+            dict.fromkeys([*self.ioloop.socket_map.values(), *self.sessions])
+        )
         for channel in channels:
             if isinstance(channel, DataChannelMixin) and channel.failure is None:
                 channel.failure = "server_stopped"

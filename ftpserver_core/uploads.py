@@ -55,7 +55,6 @@ class Upload:
         self.atomic = atomic
         self.bytes_written = 0
         self.closed = False
-        self.committed = False
         self.temp = None
         self.identity = None  # of the content written, once closed
         self._target = path
@@ -144,7 +143,6 @@ class Upload:
         except BaseException:
             self._discard()
             raise
-        self.committed = True
 
     def abort(self):
         """Close the file; a fresh atomic upload is removed."""

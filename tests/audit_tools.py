@@ -205,7 +205,6 @@ def own_journal(directory):
 
 
 # The former name (tests/test_receivers.py).
-own_spool = own_journal
 
 
 # How long a database call takes to fail in an outage: SQLite's busy timeout

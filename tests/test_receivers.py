@@ -18,7 +18,7 @@ from ftpserver_core import audit, signals
 from ftpserver_core.handlers import DjangoFTPHandler
 from ftpserver_core.models import AuditEvent
 
-from .audit_tools import audit_rows, own_spool, wait_until
+from .audit_tools import audit_rows, own_journal, wait_until
 from .certs import make_certificate
 from .conftest import PASSWORD
 from .processes import ServerProcess, command_env, has_ipv6_loopback
@@ -41,8 +41,8 @@ BLANK = {
 
 
 @pytest.fixture
-def audit_spool(tmp_path):
-    with own_spool(tmp_path / "spool") as directory:
+def audit_journal(tmp_path):
+    with own_journal(tmp_path / "journal") as directory:
         yield directory
 
 
@@ -98,7 +98,7 @@ def abort_download(ftp, name, at_least=64 * 1024):
 
 @override_settings(FTPSERVER_NODE_NAME="node-a")
 def test_a_scripted_session_leaves_exactly_the_expected_records(
-    ftp_server, make_account, audit_spool, recorder
+    ftp_server, make_account, audit_journal, recorder
 ):
     account = make_account("alice", group="staff")
     home = os.path.realpath(account.home_path)
@@ -293,7 +293,7 @@ def test_a_scripted_session_leaves_exactly_the_expected_records(
 
 
 def test_tls_sessions_are_marked_and_the_node_defaults_to_the_host_name(
-    ftp_server, make_account, audit_spool, recorder, tls_cert
+    ftp_server, make_account, audit_journal, recorder, tls_cert
 ):
     account = make_account("bob")
     live = ftp_server(certfile=tls_cert.certfile, keyfile=tls_cert.keyfile)
@@ -316,7 +316,7 @@ def test_tls_sessions_are_marked_and_the_node_defaults_to_the_host_name(
 
 
 def test_changing_user_logs_out_with_the_old_account_and_group(
-    ftp_server, make_account, audit_spool, recorder
+    ftp_server, make_account, audit_journal, recorder
 ):
     alice = make_account("alice", group="staff")
     bob = make_account("bob")
@@ -366,7 +366,7 @@ def session_of(calls, name):
 
 
 def test_project_receivers_run_beside_the_built_in_ones(
-    ftp_server, make_account, audit_spool, recorder
+    ftp_server, make_account, audit_journal, recorder
 ):
     account = make_account("alice")
     live = ftp_server()
@@ -414,7 +414,7 @@ def test_project_receivers_run_beside_the_built_in_ones(
 
 
 def test_a_project_receiver_that_raises_does_not_stop_the_audit(
-    ftp_server, make_account, audit_spool, recorder, caplog
+    ftp_server, make_account, audit_journal, recorder, caplog
 ):
     # The failing receiver is connected before the built-in one (its app is
     # listed first), so the built-in one runs after it raised.
@@ -470,7 +470,7 @@ def busy_session(live):
 
 
 def test_audit_events_setting_records_only_those_events(
-    ftp_server, make_account, audit_spool, recorder
+    ftp_server, make_account, audit_journal, recorder
 ):
     make_account("alice")
     live = ftp_server()
@@ -485,7 +485,7 @@ def test_audit_events_setting_records_only_those_events(
 
 
 def test_audit_disabled_records_nothing_but_signals_are_still_sent(
-    ftp_server, make_account, audit_spool, recorder
+    ftp_server, make_account, audit_journal, recorder
 ):
     make_account("alice")
     live = ftp_server()
@@ -495,7 +495,7 @@ def test_audit_disabled_records_nothing_but_signals_are_still_sent(
         flush()
         live.stop()
     assert AuditEvent.objects.count() == 0
-    assert not list(audit_spool.glob("spool-*"))
+    assert not list(audit_journal.glob("spool-*"))
     assert [name for name, _, _ in project.calls()] == [
         "ftp_login_failed",
         "ftp_login",

@@ -155,7 +155,6 @@ class Journal:
         self._open_begins = {}  # uid -> encoded _begin line
         self.broken = None  # the OSError of the last failed write, if any
         self.released = False
-        self.written_lines = 0
         self.committed = 0
 
     # --- names
@@ -262,7 +261,6 @@ class Journal:
         else:
             segment.size += len(data)
             segment.max_seq = self._buffer_seq
-            self.written_lines += len(self._buffer)
             self.broken = None
             if self.released:
                 # A late batch of a journal given up: its file is an orphan
@@ -411,10 +409,6 @@ class Journal:
         """Return the closed segments whose records must be read back."""
         with self._lock:
             return [s for s in self._closed if s.replay]
-
-    def pending_segments(self):
-        with self._lock:
-            return len(self._closed) + (1 if self._current else 0)
 
     @staticmethod
     def _remove(segment):

@@ -71,7 +71,6 @@ class AuditWriter:
         self._atexit = False
         self.written = 0
         self.rejected = 0
-        self.dropped = 0
         self.replayed = 0
         # The most records ever held in memory (never above AUDIT_MAX_QUEUE).
         self.peak_pending = 0
