@@ -1,0 +1,36 @@
+"""The FTP server's models: accounts and their homes, the audit trail, the defender.
+
+Migrations and other apps import from here; each concept has its module.
+"""
+
+from .accounts import (
+    PERMISSION_HELP,
+    PERMISSION_LETTERS,
+    AccessLimits,
+    DirectoryRule,
+    FTPUserAccount,
+    FTPUserGroup,
+    HomeDirectory,
+    parse_networks,
+    validate_networks,
+    validate_path_template,
+    validate_permission,
+    validate_rule_path,
+)
+from .audit import AuditEvent
+
+__all__ = [
+    "PERMISSION_HELP",
+    "PERMISSION_LETTERS",
+    "AccessLimits",
+    "AuditEvent",
+    "DirectoryRule",
+    "FTPUserAccount",
+    "FTPUserGroup",
+    "HomeDirectory",
+    "parse_networks",
+    "validate_networks",
+    "validate_path_template",
+    "validate_permission",
+    "validate_rule_path",
+]
