@@ -45,6 +45,13 @@ def username_taken(username):
     )
 
 
+def is_staff_user(user):
+    """Return whether ``user`` may log in to this admin (staff or superuser)."""
+    return bool(
+        getattr(user, "is_staff", False) or getattr(user, "is_superuser", False)
+    )
+
+
 def may_manage_user(actor, user):
     """Return whether ``actor`` may set the password or the email of ``user``.
 
@@ -55,10 +62,30 @@ def may_manage_user(actor, user):
     """
     if actor is None:
         return True
-    if not (getattr(user, "is_staff", False) or getattr(user, "is_superuser", False)):
+    if not is_staff_user(user):
         return True
     opts = user._meta
     return actor.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+
+def may_attach_account(actor, user):
+    """Return whether ``actor`` may give ``user`` an FTP account.
+
+    An FTP account lets its user log in over FTP with their password. A
+    staff user's or superuser's password is their admin password: only a
+    superuser may put that on FTP, whatever else ``actor`` may change.
+    ``actor`` None (code, not a request) may.
+    """
+    if actor is None or not is_staff_user(user):
+        return True
+    return bool(getattr(actor, "is_superuser", False))
+
+
+ATTACH_STAFF_ERROR = _(
+    "%(username)r is a staff user or superuser: only a superuser may give them an "
+    "FTP account, which would accept their admin password over FTP. Pick a user "
+    "who is not staff, or ask a superuser."
+)
 
 
 class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
@@ -74,7 +101,10 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
         queryset=None,
         required=False,
         label=_("Existing user"),
-        help_text=_("A Django user without an FTP account."),
+        help_text=_(
+            "A Django user without an FTP account. Only a superuser may pick a "
+            "staff user or superuser."
+        ),
     )
     new_username = UsernameField(
         required=False,
@@ -105,11 +135,15 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
         # rather than "not one of the available choices"); the list offers
         # those without an account.
         choice.queryset = users
+        # Staff are offered to superusers only (clean_existing_user says why
+        # if one is posted anyway); tested in Python, as a custom user model
+        # may have is_staff as a property rather than a column.
         choice.widget.choices = [
             ("", "---------"),
             *(
                 (user.pk, user.get_username())
                 for user in users.filter(ftp_account__isnull=True)
+                if may_attach_account(self.request_user, user)
             ),
         ]
         for name in ("password1", "password2"):
@@ -136,6 +170,12 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
                     "account instead, or pick another user."
                 ),
                 code="has_account",
+                params={"username": user.get_username()},
+            )
+        if user is not None and not may_attach_account(self.request_user, user):
+            raise ValidationError(
+                ATTACH_STAFF_ERROR,
+                code="staff_account",
                 params={"username": user.get_username()},
             )
         return user

@@ -28,10 +28,30 @@ from .policy import LoginRefused, load_policy
 logger = logging.getLogger(__name__)
 
 
+# The detail of a refusal for a user name no account has.
+UNKNOWN_USER = "unknown user"
+
+
 def _schema_error(exc):
     """True for SQLite's OperationalError about the schema (migrations not run):
     a configuration error, not an unavailable database."""
     return "no such table" in str(exc) or "no such column" in str(exc)
+
+
+class LoginOutcome(tuple):
+    """``(policy, reason)`` of a login, plus whether the user name is unknown.
+
+    A 2-tuple, as before; ``unknown_user`` is for the defender (an unknown
+    name scores more than a wrong password) and never reaches the client.
+    """
+
+    unknown_user = False
+
+    @classmethod
+    def refused(cls, reason, unknown_user=False):
+        outcome = cls((None, reason))
+        outcome.unknown_user = unknown_user
+        return outcome
 
 
 class DjangoAuthorizer:
@@ -77,7 +97,9 @@ class DjangoAuthorizer:
             logger.info(
                 "FTP login refused for %r from %s: %s", username, remote_ip, refused
             )
-            return None, refused.reason
+            return LoginOutcome.refused(
+                refused.reason, unknown_user=refused.detail == UNKNOWN_USER
+            )
         except (InterfaceError, OperationalError) as exc:
             if _schema_error(exc):
                 logger.exception("FTP login of %r from %s failed.", username, remote_ip)
@@ -102,7 +124,7 @@ class DjangoAuthorizer:
         if user is None:
             user = authenticate(None, username=username, password=password)
             if user is None:
-                raise LoginRefused(self._why_not(username))
+                raise LoginRefused(*self._why_not(username))
         if not getattr(user, "is_active", True):
             raise LoginRefused("inactive_user")
         policy = load_policy(user)
@@ -136,10 +158,10 @@ class DjangoAuthorizer:
         try:
             user = user_model._default_manager.get_by_natural_key(username)
         except user_model.DoesNotExist:
-            return "bad_credentials"
+            return "bad_credentials", UNKNOWN_USER
         if not getattr(user, "is_active", True):
-            return "inactive_user"
-        return "bad_credentials"
+            return ("inactive_user",)
+        return ("bad_credentials",)
 
     # --- session limits (shared by the worker threads and the loop)
 

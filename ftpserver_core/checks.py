@@ -1,10 +1,13 @@
 """System checks for the FTP server's settings."""
 
+from collections.abc import Iterable
+
 from django.conf import settings as django_settings
 from django.core import checks
 
 from .conf import settings
 from .models import validate_path_template, validate_permission
+from .models.accounts import home_root_problem
 from .options import ServerOptions
 
 # Stable check ids, one per setting.
@@ -32,6 +35,10 @@ ERROR_IDS = {
     "SHUTDOWN_TIMEOUT": "ftpserver_core.E010",
     "DATABASE_TIMEOUT": "ftpserver_core.E010",
     "UPLOAD_MODE": "ftpserver_core.E011",
+    "TLS_REQUIRE_SESSION_REUSE": "ftpserver_core.E013",
+    "HOME_ROOTS": "ftpserver_core.E014",
+    "USER": "ftpserver_core.E015",
+    "GROUP": "ftpserver_core.E015",
 }
 
 
@@ -65,6 +72,34 @@ def check_settings(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+@checks.register("ftpserver")
+def check_home_roots(app_configs, **kwargs):
+    """FTPSERVER_HOME_ROOTS: None, or a list of directories homes may be in."""
+    roots = settings.HOME_ROOTS
+    if roots is None:
+        return []
+    if isinstance(roots, (str, bytes)) or not isinstance(roots, Iterable):
+        problems = [
+            f"{roots!r} is not a list; expected a list of directories such as "
+            "['/srv/ftp'], or None"
+        ]
+    elif not list(roots):
+        problems = [
+            "[] allows no home at all; expected directories such as ['/srv/ftp'], "
+            "or None for no restriction"
+        ]
+    else:
+        problems = [p for p in map(home_root_problem, roots) if p is not None]
+    return [
+        checks.Error(
+            f"FTPSERVER_HOME_ROOTS: {problem}.",
+            hint="Fix FTPSERVER_HOME_ROOTS in your settings.",
+            id=ERROR_IDS["HOME_ROOTS"],
+        )
+        for problem in problems
+    ]
 
 
 @checks.register("ftpserver", deploy=False)

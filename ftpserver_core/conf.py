@@ -31,24 +31,85 @@ DEFAULTS = {
     "TLS_REQUIRED": True,
     # Oldest TLS version accepted: "TLSv1.2" or "TLSv1.3".
     "TLS_MIN_VERSION": "TLSv1.2",
+    # Refuse a PROT P data connection that does not resume the control
+    # connection's TLS session (vsftpd's require_ssl_reuse), so that another
+    # client behind the same address cannot take a session's transfer. Both
+    # channels then use TLS 1.2 (with TLS_MIN_VERSION "TLSv1.2" only). Off by
+    # default: Python's ftplib does not reuse sessions; lftp and curl do.
+    "TLS_REQUIRE_SESSION_REUSE": False,
     # Dotted paths of the handler classes (the signal contract's names).
     "HANDLER": "ftpserver_core.handlers.DjangoFTPHandler",
     "TLSHANDLER": "ftpserver_core.handlers.DjangoTLS_FTPHandler",
     # Seconds a client may stay idle between commands before it is kicked off.
     "TIMEOUT": 300,
     # Connections the server serves at once, and per client IP (None: no limit).
+    # Sessions count from accept to close, logged in or not.
     "MAX_CONNECTIONS": 512,
-    "MAX_CONNECTIONS_PER_IP": None,
+    "MAX_CONNECTIONS_PER_IP": 20,
+    # Logins in progress (waiting for or being checked) per client address
+    # (IPv6: per /64); past it a login is answered 421 at once. Room for a
+    # client that opens its connections in parallel (rclone, FileZilla);
+    # however many wait, one address is checked on at most half the worker
+    # threads, so others' logins do not queue behind it.
+    "LOGINS_PER_ADDRESS": 10,
+    # Logins waiting for a worker thread at most; past it 421 at once.
+    "LOGIN_QUEUE": 256,
+    # Seconds a connection may take to log in before it is closed (421).
+    "LOGIN_GRACE": 60,
+    # --- the defender (ftpserver_core/defender): scores, bans, lists.
+    # Score and ban misbehaving addresses. Bans and the blocklist made in the
+    # admin are enforced either way.
+    "DEFENDER_ENABLED": True,
+    # Points within DEFENDER_WINDOW seconds that ban an address (IPv6: /64).
+    "DEFENDER_THRESHOLD": 15,
+    "DEFENDER_WINDOW": 1800,
+    # Points per misdeed; merged into the defaults: unknown_user 2,
+    # wrong_password 1, no_login 1 (a connection closed without a login),
+    # abuse 3 (an over-long command line), limit_exceeded 3 (a connection or
+    # login limit hit).
+    "DEFENDER_SCORES": None,
+    # Seconds of a first ban; each repeat offence (within 30 days) adds
+    # DEFENDER_BAN_GROWTH percent (0: every ban as long), up to
+    # DEFENDER_MAX_BAN_TIME.
+    "DEFENDER_BAN_TIME": 1800,
+    "DEFENDER_BAN_GROWTH": 100,
+    "DEFENDER_MAX_BAN_TIME": 7 * 86400,
+    # Networks never scored nor banned, besides the admin's safelist.
+    "DEFENDER_SAFELIST": (),
+    # Failed logins of one user name (from any address) within the window
+    # before its next logins wait: 1 s, then doubling per failure, up to
+    # DEFENDER_USERNAME_MAX_DELAY seconds. Never a lock.
+    "DEFENDER_USERNAME_THRESHOLD": 10,
+    "DEFENDER_USERNAME_MAX_DELAY": 30.0,
+    # Seconds between two polls of the database for bans and lists made
+    # elsewhere (another process, another node, the admin).
+    "DEFENDER_POLL_INTERVAL": 1.0,
+    # Seconds between two audit records of refused connections of one
+    # address for one reason.
+    "DEFENDER_REFUSED_LOG_INTERVAL": 60,
     # Greeting sent on connect (220 reply). Says nothing about the version.
     "BANNER": "FTP server ready.",
     # Written with the server's PID at start, removed at exit.
     "PIDFILE": None,
+    # The unprivileged user (name or uid) the server becomes once its port is
+    # bound, when started as root, so that port 21 leaves no root process;
+    # GROUP (name or gid) defaults to that user's own group. None: no drop
+    # (a server started as root then warns that it runs as root).
+    "USER": None,
+    "GROUP": None,
     # Permission letters (pyftpdlib's "elradfmwMT") of an account whose own
     # and group's permissions are both blank.
     "DEFAULT_PERMISSION": "elr",
     # Home directory template for accounts with none of their own or their
     # group's: "/srv/ftp/{username}". None: such accounts cannot log in.
     "DEFAULT_HOME": None,
+    # Absolute directories every home must be inside (or be), e.g.
+    # ["/srv/ftp"]: checked when a home template is saved and again at login
+    # on the real path (symlinks resolved). None: anywhere but /, directly
+    # under / and the system directories (/etc, /usr, /var ... except /var/ftp).
+    # A root may be a service's own directory below /var (/var/lib/app/homes),
+    # which homes may then use.
+    "HOME_ROOTS": None,
     # Mode of home directories created on first login.
     "HOME_DIR_MODE": 0o750,
     # Processes accepting on the same port, each with its own IO loop (prefork).

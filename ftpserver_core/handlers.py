@@ -17,8 +17,9 @@ from pyftpdlib.utils import strerror
 
 from . import audit, digests, signals, tls
 from .authorizers import DjangoAuthorizer
+from .defender import REFUSAL_MESSAGES, address_key
 from .dtp import DataChannel, PassiveListener, PassivePortsExhausted
-from .filesystems import DjangoFilesystem
+from .filesystems import DjangoFilesystem, OutsideHome, quoted
 from .uploads import RestartError, Upload
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,19 @@ EXTRA_COMMANDS = {
 }
 
 UNAVAILABLE = "421 Service not available, try again later."
+
+# Login failures the defender scores: guessing, not the server's trouble.
+SCORED_LOGIN_FAILURES = frozenset(
+    {
+        "bad_credentials",
+        "inactive_user",
+        "no_ftp_account",
+        "account_disabled",
+        "account_expired",
+        "network_not_allowed",
+        "tls_required",
+    }
+)
 
 
 class _ReplyBatch:
@@ -79,11 +93,21 @@ class DjangoHandlerMixin:
     upload_mode = "atomic"
     digests = True
     login_timeout = 10.0
+    login_grace = 60.0
+    logins_per_address = 10
     # The class receivers connect to: the configured handler, not the
     # per-server subclass (so ``sender=DjangoFTPHandler`` matches).
     signal_sender = None
 
     _login_attempt = None
+    _login_task = None
+    _login_slot = None
+    _login_delayed = None
+    _grace = None
+    # Set once the defender has heard of this session (a score, a refusal):
+    # its end then scores nothing more.
+    _defender_told = False
+    _ever_logged_in = False
 
     def __init__(self, conn, server, ioloop=None):
         self.session_id = secrets.token_hex(8)
@@ -115,6 +139,95 @@ class DjangoHandlerMixin:
     def handle_ssl_established(self):
         self._tls_established = True
         super().handle_ssl_established()
+
+    # --- admission
+
+    @property
+    def defender(self):
+        return getattr(self.server, "defender", None)
+
+    def handle(self):
+        defender = self.defender
+        if defender is not None:
+            reason = defender.refusal(self.remote_ip)
+            if reason is not None:
+                self.refuse(reason, REFUSAL_MESSAGES[reason])
+                return
+        if self.login_grace:
+            self._grace = self.ioloop.call_later(
+                self.login_grace, self._grace_expired, _errback=self.handle_error
+            )
+        super().handle()
+
+    def refuse(self, reason, message):
+        """Answer ``message`` (a 421), report the refusal, close the session."""
+        if self._closed:
+            return
+        self._defender_told = True
+        defender = self.defender
+        if defender is None or defender.should_record_refusal(self.remote_ip, reason):
+            self.send_signal(signals.ftp_connection_refused, reason=reason)
+        self._abandon_login()
+        if self._fileno not in self.ioloop.socket_map:
+            # Waiting off the loop (a login verdict, the failed-login delay):
+            # nothing can be sent from here, the connection just ends.
+            self.close()
+            return
+        self._held_input = b""
+        self.respond(message, logfun=logger.info)
+        self.close_when_done()
+
+    def handle_max_cons(self):
+        self._defender_told = True
+        self.send_signal(signals.ftp_connection_refused, reason="too_many_connections")
+        super().handle_max_cons()
+
+    def handle_max_cons_per_ip(self):
+        self._defender_told = True
+        self.send_signal(
+            signals.ftp_connection_refused, reason="too_many_connections_per_ip"
+        )
+        if self.defender is not None:
+            self.defender.offend(self.remote_ip, "limit_exceeded")
+        super().handle_max_cons_per_ip()
+
+    def _grace_expired(self):
+        self._grace = None
+        if self._closed or self._ever_logged_in:
+            return
+        if self.defender is not None:
+            self.defender.offend(self.remote_ip, "no_login")
+        self.refuse(
+            "login_timeout", f"421 No login within {self.login_grace:g} seconds."
+        )
+
+    def _abandon_login(self):
+        """Forget a login in progress: no hash for a client that is gone."""
+        self._login_attempt = None
+        task, self._login_task = self._login_task, None
+        if task is not None:
+            task.cancel()
+        delayed, self._login_delayed = self._login_delayed, None
+        if delayed is not None and not delayed.cancelled:
+            delayed.cancel()
+        if self._login_deadline is not None and not self._login_deadline.cancelled:
+            self._login_deadline.cancel()
+        self._release_login_slot()
+
+    def _release_login_slot(self):
+        key, self._login_slot = self._login_slot, None
+        if key is not None:
+            counts = self.server.logins_in_flight
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+
+    def close(self):
+        if not self._closed:
+            self._abandon_login()
+            if self._grace is not None and not self._grace.cancelled:
+                self._grace.cancel()
+        super().close()
 
     def send_signal(self, signal, **kwargs):
         """Send ``signal`` for this session; a failing receiver only logs."""
@@ -171,12 +284,16 @@ class DjangoHandlerMixin:
         self._line_too_long = False
         if self._idler is not None and not self._idler.cancelled:
             self._idler.reset()
+        if self.defender is not None:
+            self.defender.offend(self.remote_ip, "abuse")
         self.respond_w_warning("500 Command too long.")
 
     def ftp_USER(self, line):
         # A NUL or control character is no user name: refused before any
         # query (PostgreSQL rejects NUL with a DataError, a traceback per try).
         if any(ord(c) < 32 or ord(c) == 127 for c in line):
+            if self.defender is not None:
+                self.defender.offend(self.remote_ip, "abuse")
             self.respond("501 User name contains control characters.")
             return
         super().ftp_USER(line)
@@ -184,6 +301,8 @@ class DjangoHandlerMixin:
     def pre_process_command(self, line, cmd, arg):
         try:
             super().pre_process_command(line, cmd, arg)
+        except OutsideHome as exc:
+            self.respond(f"550 {exc}.")
         except FilesystemError as exc:
             self.respond(f"501 {exc}.")
 
@@ -203,21 +322,65 @@ class DjangoHandlerMixin:
             # Used outside servers.build_server(): no pool, log in inline.
             self._login_done(self.authorizer.login(*args))
             return
+        key = address_key(self.remote_ip)
+        in_flight = self.server.logins_in_flight
+        if in_flight[key] >= self.logins_per_address:
+            # One address gets a few logins in progress at a time: a flood
+            # of them from it is refused here, before any hashing.
+            self.defender.offend(self.remote_ip, "limit_exceeded")
+            self._login_refused_busy(
+                "too_many_logins",
+                "421 Too many logins in progress from your address; try again later.",
+            )
+            return
+        in_flight[key] += 1
+        self._login_slot = key
         # Read no further commands until the verdict; the loop serves others.
         self.del_channel()
         attempt = object()
         self._login_attempt = attempt
+        delay = self.defender.login_delay(self.username)
+        if delay:
+            # This user name is being sprayed from many addresses: its
+            # logins slow down (never a lock: that would lock the user out).
+            self._login_delayed = self.ioloop.call_later(
+                delay, self._submit_login, attempt, args, _errback=self.handle_error
+            )
+        else:
+            self._submit_login(attempt, args)
+
+    def _submit_login(self, attempt, args):
+        self._login_delayed = None
+        if self._closed or self._login_attempt is not attempt:
+            return
         self._login_deadline = self.ioloop.call_later(
             self.login_timeout,
             self._login_timed_out,
             attempt,
             _errback=self.handle_error,
         )
-        self.worker_pool.submit(
+        self._login_task = self.worker_pool.submit(
             self.authorizer.login,
             lambda outcome: self._login_done(outcome, attempt),
             *args,
+            key=self._login_slot,
         )
+        if self._login_task is None:
+            self._abandon_login()
+            self.add_channel()
+            self._login_refused_busy(
+                "login_queue_full", "421 The server is busy; try again later."
+            )
+
+    def _login_refused_busy(self, reason, message):
+        """Answer a login the server will not check now: 421, and the session ends."""
+        self._login_failure = reason
+        self._held_input = b""
+        with self.reply_batch():
+            self.respond(message, logfun=logger.info)
+            self.on_login_failed(self.username, "")
+        self.username = ""
+        self.close_when_done()
 
     def _login_timed_out(self, attempt):
         # The database (or a backend) did not answer in time: answer anyway.
@@ -252,6 +415,8 @@ class DjangoHandlerMixin:
                 self.authorizer.close_session(policy)
             return
         self._login_attempt = None
+        self._login_task = None
+        self._release_login_slot()
         if self._login_deadline is not None and not self._login_deadline.cancelled:
             self._login_deadline.cancel()
         if reason == "database_unavailable":
@@ -260,6 +425,9 @@ class DjangoHandlerMixin:
         self.add_channel()
         if policy is not None:
             self.policy = policy
+            self._ever_logged_in = True
+            if self._grace is not None and not self._grace.cancelled:
+                self._grace.cancel()
             # The policy answers this session's permission questions.
             self.authorizer = policy
             self.username = policy.username
@@ -268,6 +436,13 @@ class DjangoHandlerMixin:
             self._resume_input()
         else:
             self._login_failure = reason
+            if reason in SCORED_LOGIN_FAILURES and self.defender is not None:
+                self._defender_told = True
+                self.defender.login_failed(
+                    self.remote_ip,
+                    self.username,
+                    getattr(outcome, "unknown_user", False),
+                )
             # The same reply for every refusal: "this account requires TLS"
             # for the right password only would confirm a password that
             # crossed in clear (the audit has the reason). The password
@@ -315,6 +490,17 @@ class DjangoHandlerMixin:
             return super().ftp_STOU(line)
         except FilesystemError as exc:
             self.respond(f"550 {exc}.")
+
+    def ftp_SITE_CHMOD(self, path, mode):
+        # The home is the server's to set up: 777 on it would open it to every
+        # local user, and 000 would lock its owner out of its own files.
+        if os.path.realpath(path) == os.path.realpath(self.fs.root):
+            self.respond(
+                f"550 {quoted(self.fs.sent_path(path))} is the home directory, "
+                "whose mode cannot be changed."
+            )
+            return
+        return super().ftp_SITE_CHMOD(path, mode)
 
     def ftp_DELE(self, path):
         with self.reply_batch():
@@ -384,6 +570,10 @@ class DjangoHandlerMixin:
             return
         self._disconnect_sent = True
         username = self.username if self.authenticated else None
+        if not (self._ever_logged_in or self._defender_told) and self.defender:
+            # Connected and left without a login (scanners, probes).
+            self._defender_told = True
+            self.defender.offend(self.remote_ip, "no_login")
         # Receivers still see the session's policy (account, group).
         self.send_signal(signals.ftp_client_disconnected, username=username)
         self._end_session()

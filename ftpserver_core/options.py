@@ -99,6 +99,24 @@ def parse_passive_ports(value):
     return sorted(ports)
 
 
+def parse_session_reuse(value, min_version):
+    """Return TLS_REQUIRE_SESSION_REUSE as a bool; it needs TLS 1.2 sessions."""
+    if value not in (True, False):
+        raise OptionError(
+            "TLS_REQUIRE_SESSION_REUSE",
+            f"{value!r} is not valid; expected True or False.",
+        )
+    if value and min_version == "TLSv1.3":
+        # See tls.make_session_reuse_context: the reuse is checked on TLS 1.2.
+        raise OptionError(
+            "TLS_REQUIRE_SESSION_REUSE",
+            "True needs TLS 1.2 on the control and data channels, but "
+            "FTPSERVER_TLS_MIN_VERSION is 'TLSv1.3'; set it to 'TLSv1.2', or "
+            "turn TLS_REQUIRE_SESSION_REUSE off.",
+        )
+    return bool(value)
+
+
 UPLOAD_MODES = ("atomic", "direct")
 
 
@@ -154,6 +172,45 @@ def _readable_file(name, value):
     return path
 
 
+def parse_user(value):
+    """Return the name of the user to drop privileges to, or None."""
+    if value is None or value == "":
+        return None
+    from .privileges import user_entry
+
+    try:
+        return user_entry(value).pw_name
+    except LookupError as exc:
+        raise OptionError("USER", str(exc)) from None
+
+
+def parse_group(value, user):
+    """Return the name of the group to drop privileges to (None: the user's)."""
+    if value is None or value == "":
+        return None
+    if user is None or user == "":
+        raise OptionError(
+            "GROUP",
+            f"{value!r} is set without a user; expected a user too (--user, "
+            "FTPSERVER_USER): the group is taken along with the user.",
+        )
+    from .privileges import group_entry
+
+    try:
+        return group_entry(value).gr_name
+    except LookupError as exc:
+        raise OptionError("GROUP", str(exc)) from None
+
+
+def _identity(user, group):
+    from .privileges import identity
+
+    try:
+        return identity(user, group).user
+    except LookupError as exc:
+        raise OptionError("USER", str(exc)) from None
+
+
 def _handler_class(name, dotted):
     from pyftpdlib.handlers import FTPHandler
 
@@ -180,14 +237,20 @@ class ServerOptions:
     keyfile: str | None
     tls_required: bool
     tls_min_version: str
+    tls_require_session_reuse: bool
     handler: type
     timeout: int
     max_connections: int | None
     max_connections_per_ip: int | None
+    logins_per_address: int
+    login_queue: int
+    login_grace: float
     banner: str
     pidfile: str | None
     auth_workers: int | None
     workers: int
+    user: str | None
+    group: str | None
     auth_failed_delay: float
     max_login_attempts: int
     use_sendfile: bool
@@ -204,6 +267,15 @@ class ServerOptions:
     def tls(self):
         """True when the server speaks FTPS."""
         return self.certfile is not None
+
+    @property
+    def identity(self):
+        """The privileges.Identity to drop to once bound, or None (no drop)."""
+        if self.user is None:
+            return None
+        from .privileges import identity
+
+        return identity(self.user, self.group)
 
     @classmethod
     def from_settings(cls, **overrides):
@@ -242,6 +314,12 @@ class ServerOptions:
         check("keyfile", _readable_file, "KEYFILE", raw["keyfile"])
         values["tls_required"] = bool(raw["tls_required"])
         values["tls_min_version"] = raw["tls_min_version"]
+        check(
+            "tls_require_session_reuse",
+            parse_session_reuse,
+            raw["tls_require_session_reuse"],
+            raw["tls_min_version"],
+        )
         check("timeout", _positive, "TIMEOUT", raw["timeout"])
         check(
             "max_connections",
@@ -253,6 +331,18 @@ class ServerOptions:
             lambda v: _positive("MAX_CONNECTIONS_PER_IP", v, allow_none=True),
             raw["max_connections_per_ip"],
         )
+        check(
+            "logins_per_address",
+            _positive,
+            "LOGINS_PER_ADDRESS",
+            raw["logins_per_address"],
+        )
+        check("login_queue", _positive, "LOGIN_QUEUE", raw["login_queue"])
+        check(
+            "login_grace",
+            lambda v: _positive("LOGIN_GRACE", v, number=float),
+            raw["login_grace"],
+        )
         values["banner"] = str(raw["banner"])
         values["pidfile"] = os.fspath(raw["pidfile"]) if raw["pidfile"] else None
         check(
@@ -261,6 +351,11 @@ class ServerOptions:
             raw["auth_workers"],
         )
         check("workers", _positive, "WORKERS", raw["workers"])
+        check("user", parse_user, raw["user"])
+        check("group", parse_group, raw["group"], raw["user"])
+        if values.get("user") and "group" in values:
+            # A user whose own group is root's drops to no group at all.
+            check("user", _identity, values["user"], values["group"])
         check(
             "auth_failed_delay",
             lambda v: _positive("AUTH_FAILED_DELAY", v, number=float, allow_zero=True),

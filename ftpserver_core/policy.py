@@ -16,6 +16,12 @@ from django.utils import timezone
 
 from .conf import settings
 from .models import DirectoryRule, FTPUserAccount, parse_networks
+from .models.accounts import (
+    home_location_problem,
+    home_root_problem,
+    home_roots,
+    template_placeholders,
+)
 
 
 class LoginRefused(Exception):
@@ -30,6 +36,11 @@ class LoginRefused(Exception):
 # Rules with the same path: the account's win over the group's over the home's.
 SOURCE_PRECEDENCE = {"account": 0, "group": 1, "home": 2}
 
+# The letters of the commands that change a directory entry itself (DELE and
+# RMD remove a link, RNFR and RNTO move it), never what a link there leads to:
+# they are decided where the entry lies. "in/out -> ../free" is in in/.
+ENTRY_LETTERS = frozenset("df")
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -41,8 +52,14 @@ class Rule:
     source: str
     template: str = ""
 
+    def __post_init__(self):
+        # Paths are matched against real paths: a rule on "pub", a link to
+        # "data/pub", must cover "data/pub" (the only path it will see), and
+        # be sorted as specific as that.
+        object.__setattr__(self, "path", os.path.realpath(self.path))
+
     def covers(self, path):
-        """Return True when this rule decides the permissions of ``path``."""
+        """Return True when this rule decides the permissions of the real ``path``."""
         if path == self.path:
             return True
         if not path.startswith(self.path + os.sep):
@@ -77,9 +94,24 @@ class SessionPolicy:
 
     # --- questions answered from memory
 
-    def permission_for(self, path):
-        """Return the permission letters that apply at the real ``path``."""
-        path = os.path.normpath(path)
+    def permission_for(self, path, entry=False):
+        """Return the permission letters that apply at ``path``.
+
+        Rules are decided on the real path: a link inside the home
+        (``alias -> in``) must not lead around the rule of ``in``. With
+        ``entry``, the command acts on the directory entry ``path`` itself,
+        not on where a link there leads: only its directory is resolved.
+        """
+        if not self.rules:
+            # Every path has the account's letters: no need to ask the disk
+            # (this runs on every command; resolving a path costs a system
+            # call per component).
+            return self.permission
+        if entry:
+            head, tail = os.path.split(os.path.normpath(path))
+            path = os.path.join(os.path.realpath(head), tail)
+        else:
+            path = os.path.realpath(path)
         for rule in self.rules:
             if rule.covers(path):
                 return rule.permission
@@ -99,16 +131,23 @@ class SessionPolicy:
 
     def ensure_home(self):
         """Create the home directory if allowed; refuse the login otherwise."""
-        if os.path.isdir(self.home):
-            return
-        if not self.create_home:
-            raise LoginRefused("home_unavailable", f"{self.home!r} does not exist")
-        try:
-            os.makedirs(self.home, mode=settings.HOME_DIR_MODE, exist_ok=True)
-        except OSError as exc:
+        if not os.path.isdir(self.home):
+            if not self.create_home:
+                raise LoginRefused("home_unavailable", f"{self.home!r} does not exist")
+            try:
+                os.makedirs(self.home, mode=settings.HOME_DIR_MODE, exist_ok=True)
+            except OSError as exc:
+                raise LoginRefused(
+                    "home_unavailable", f"cannot create {self.home!r}: {exc}"
+                ) from exc
+        # resolve_policy checked where the real path lies; a link put in its
+        # place since would take the session somewhere unchecked.
+        real = os.path.realpath(self.home)
+        if real != self.home:
             raise LoginRefused(
-                "home_unavailable", f"cannot create {self.home!r}: {exc}"
-            ) from exc
+                "home_unavailable",
+                f"{self.home!r} became a link to {real!r} after it was checked",
+            )
 
     # --- pyftpdlib authorizer interface, for the logged-in session
 
@@ -118,7 +157,7 @@ class SessionPolicy:
     def has_perm(self, username, perm, path=None):
         if path is None:
             return perm in self.permission
-        return perm in self.permission_for(path)
+        return perm in self.permission_for(path, entry=perm in ENTRY_LETTERS)
 
     def get_perms(self, username):
         return self.permission
@@ -156,7 +195,31 @@ def _render(template, username, group):
     for value in (username, group or ""):
         if "/" in value or "\x00" in value or value in (".", ".."):
             raise LoginRefused("home_unavailable", f"unsafe name {value!r} in a path")
+    try:
+        template_placeholders(template)
+    except ValueError as exc:
+        # A row saved before the validators refused format tricks, which would
+        # follow attributes or pad an empty group into "..".
+        raise LoginRefused(
+            "home_unavailable", f"path template {template!r}: {exc}"
+        ) from None
     return template.format(username=username, group=group or "")
+
+
+def _check_home(home):
+    """Refuse the real ``home`` in a system directory or outside the home roots."""
+    roots = home_roots()
+    if roots is not None:
+        # The home is a real path, so a root reached through a link counts by
+        # its real path too, as long as that is still a valid root.
+        real = (os.path.realpath(root) for root in roots)
+        roots = (*roots, *(r for r in real if home_root_problem(r) is None))
+    problem = home_location_problem(home, roots)
+    if problem is not None:
+        reason, expected = problem
+        raise LoginRefused(
+            "home_unavailable", f"{home!r} {reason}; expected {expected}"
+        )
 
 
 def resolve_policy(account, rules=None):
@@ -177,6 +240,7 @@ def resolve_policy(account, rules=None):
     else:
         raise LoginRefused("home_unavailable", "no home directory is configured")
     home = os.path.realpath(_render(home_template, username, group_name))
+    _check_home(home)
 
     if rules is None:
         owners = Q(account=account)

@@ -9,6 +9,11 @@ and, on SIGTERM or Ctrl-C, stops every worker and waits for them.
 
 Limits that count sessions (an account's maximum sessions, the connection
 limits) and the credential cache are per worker.
+
+With ``--user`` the supervisor drops privileges before it forks (the
+``ftpserver`` command has done so already), so no process stays root: a
+worker it restarts never was. Each worker checks the drop again before its
+loop serves anyone.
 """
 
 import logging
@@ -18,6 +23,7 @@ import time
 
 from django.db import connections
 
+from . import privileges
 from .servers import build_server
 
 logger = logging.getLogger(__name__)
@@ -61,6 +67,9 @@ class Supervisor:
     def run(self):
         """Fork the workers and wait until all of them have stopped."""
         connections.close_all()  # no connection may be shared across a fork
+        target = self.options.identity
+        if target is not None:
+            privileges.ensure(target)
         for index in range(self.workers):
             self._spawn(index)
         while self.children:
@@ -141,5 +150,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, stop)
         if self._stopping:
             return 0
+        target = self.options.identity
+        if target is not None:
+            privileges.ensure(target)
         server.serve()
         return 0

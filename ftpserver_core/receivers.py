@@ -85,6 +85,60 @@ def _server_event(event):
     return receiver
 
 
+def _refused(sender, handler, remote_ip=None, reason="", **kwargs):
+    if not audit.enabled(Event.REFUSED):
+        return
+    audit.record(
+        time=audit.now(),
+        event=Event.REFUSED,
+        success=False,
+        reason=reason or "",
+        node=audit.node_name(),
+        **session_fields(handler),
+    )
+
+
+def _ban_record(event, network, reason, by, remote_ip=None, duration=None):
+    return {
+        "time": audit.now(),
+        "event": event,
+        "network": network,
+        "reason": reason or "",
+        "remote_ip": remote_ip or None,
+        "duration": duration,
+        # Who decided: the node (automatic) or the admin user.
+        "username": (by or "")[:150],
+        "node": audit.node_name(),
+    }
+
+
+def _banned(sender, network, reason="", server=None, by="", **kwargs):
+    if not audit.enabled(Event.BAN):
+        return
+    fields = _ban_record(
+        Event.BAN,
+        network,
+        reason,
+        by,
+        remote_ip=kwargs.get("remote_ip"),
+        duration=kwargs.get("duration"),
+    )
+    if server is not None:
+        audit.record(**fields)
+    else:
+        # From the admin, a web process: no journal there, the row goes in now.
+        audit.insert_now(fields)
+
+
+def _unbanned(sender, network, reason="", by="", **kwargs):
+    if audit.enabled(Event.UNBAN):
+        fields = _ban_record(Event.UNBAN, network, reason, by)
+        if kwargs.get("server") is not None:
+            audit.record(**fields)
+        else:
+            audit.insert_now(fields)
+
+
 _TRANSFER = {
     "ftp_path": "ftp_path",
     "path": "path",
@@ -120,6 +174,9 @@ RECEIVERS = {
     ),
     signals.ftp_directory_created: _session_receiver(Event.MKDIR, **_PATH),
     signals.ftp_directory_deleted: _session_receiver(Event.RMDIR, **_PATH),
+    signals.ftp_connection_refused: _refused,
+    signals.ftp_address_banned: _banned,
+    signals.ftp_address_unbanned: _unbanned,
 }
 
 

@@ -1,5 +1,6 @@
 """Build a configured FTP server: its own IO loop, handler class and workers."""
 
+import collections
 import socket
 import sys
 import threading
@@ -11,6 +12,7 @@ from pyftpdlib.servers import FTPServer as BaseFTPServer
 
 from . import audit, database, tls
 from .authorizers import DjangoAuthorizer
+from .defender import Defender
 from .dtp import DataChannelMixin
 from .workers import WorkerPool
 
@@ -18,8 +20,12 @@ from .workers import WorkerPool
 SWITCH_INTERVAL = 0.0005
 
 
-def build_data_channel_class(base, options):
-    """Return a subclass of the handler's data channel with this server's options."""
+def build_data_channel_class(base, options, ssl_context=None):
+    """Return a subclass of the handler's data channel with this server's options.
+
+    ``ssl_context``: the control connection's, when data connections must
+    resume its sessions (FTPSERVER_TLS_REQUIRE_SESSION_REUSE).
+    """
     stall = options.data_timeout
     attrs = {
         "__module__": base.__module__,
@@ -28,9 +34,10 @@ def build_data_channel_class(base, options):
         "timeout": max(0.5, stall / 4) if stall else 0,
     }
     if options.tls:
-        attrs["data_ssl_context"] = tls.make_data_context(
+        attrs["data_ssl_context"] = ssl_context or tls.make_data_context(
             options.certfile, options.keyfile, options.tls_min_version
         )
+        attrs["require_session_reuse"] = options.tls_require_session_reuse
     return type(base.__name__, (base,), attrs)
 
 
@@ -54,14 +61,25 @@ def build_handler_class(options, worker_pool):
         "upload_mode": options.upload_mode,
         "digests": options.digests,
         "login_timeout": options.login_timeout,
+        "login_grace": options.login_grace,
+        "logins_per_address": options.logins_per_address,
     }
+    shared_context = None
+    if options.tls and options.tls_require_session_reuse:
+        # One context, so one session cache, for both channels.
+        shared_context = tls.make_session_reuse_context(
+            options.certfile, options.keyfile
+        )
     if hasattr(base.dtp_handler, "stall_timeout"):
-        attrs["dtp_handler"] = build_data_channel_class(base.dtp_handler, options)
+        attrs["dtp_handler"] = build_data_channel_class(
+            base.dtp_handler, options, shared_context
+        )
     if options.tls:
         attrs.update(
             certfile=options.certfile,
             keyfile=options.keyfile,
-            ssl_context=tls.make_context(
+            ssl_context=shared_context
+            or tls.make_context(
                 options.certfile, options.keyfile, options.tls_min_version
             ),
             tls_control_required=options.tls_required,
@@ -79,9 +97,16 @@ class FTPServer(BaseFTPServer):
         self._stop_requested = None
         database.apply_timeouts(options.database_timeout)
         ioloop = IOLoop.factory()
-        self.worker_pool = WorkerPool(ioloop, options.auth_workers)
+        self.worker_pool = WorkerPool(
+            ioloop, options.auth_workers, max_pending=options.login_queue
+        )
         self.stopped = threading.Event()
         handler = build_handler_class(options, self.worker_pool)
+        self.signal_sender = handler.signal_sender
+        # Logins in progress per address key (ftp_PASS admits, the verdict
+        # or the session's end releases).
+        self.logins_in_flight = collections.Counter()
+        self.defender = Defender(self)
         try:
             super().__init__(
                 sock or (options.host, options.port),
@@ -110,15 +135,19 @@ class FTPServer(BaseFTPServer):
         return self._bound[1]
 
     def _map_len(self):
-        # pyftpdlib compares every socket of the loop with max_cons; the
-        # listening socket and the worker pool's waker are not connections.
-        return len(self.ioloop.socket_map) - 2
+        # pyftpdlib compares the sockets of the loop with max_cons, which
+        # leaves out every session waiting for a login verdict or sitting in
+        # the failed-login delay (off the loop meanwhile): 300 clients with
+        # wrong passwords all got in past a limit of 50. ip_map holds every
+        # session from accept to close.
+        return len(self.ip_map)
 
     def serve(self):
         """Run the IO loop until stop() is called; then close every session."""
         # Recovers the audit journal a previous process left, even before
         # (or without) any recorded event.
         audit.writer.start()
+        self.defender.start()
         # The loop gives up the GIL at every poll and then waits for it while
         # the audit writer or a login worker runs Python: by default up to
         # 5 ms, several times per FTP command. A shorter switch interval
@@ -167,6 +196,7 @@ class FTPServer(BaseFTPServer):
     def _shutdown(self):
         if self.stopped.is_set():
             return
+        self.defender.stop()
         # Login threads stuck on a hung database are not waited for.
         self.worker_pool.shutdown(timeout=1.0)
         self.ioloop.sched.poll()

@@ -93,6 +93,29 @@ ftp_directory_deleted = Signal(use_caching=True)
 """Sent after RMD removed a directory. Arguments: sender, handler, username,
 path, remote_ip."""
 
+# --- the defender (an extension of the contract, with its conventions)
+
+ftp_connection_refused = Signal(use_caching=True)
+"""Sent when a connection is refused before its greeting, or closed by a
+ban. Arguments: sender (the handler class), handler, remote_ip; extra:
+remote_port, session_id, tls, reason (one of
+:data:`CONNECTION_REFUSAL_REASONS`). A banned address that keeps
+reconnecting is reported once per FTPSERVER_DEFENDER_REFUSED_LOG_INTERVAL."""
+
+ftp_address_banned = Signal(use_caching=True)
+"""Sent when an address or network is banned. Arguments: sender (the handler
+class on the server; :class:`~ftpserver_core.models.Ban` from the admin),
+network (CIDR), reason (a ``Ban.Reason`` value), remote_ip (the address
+that crossed the threshold, or None), expires_at (aware datetime, or None:
+never), duration (seconds, or None), offence (1 for a first ban), score
+(the points that led to it, or None), by (the node or the admin user).
+Sent from the FTP server also with ``server``."""
+
+ftp_address_unbanned = Signal(use_caching=True)
+"""Sent when a ban is lifted in the admin. Arguments: sender
+(:class:`~ftpserver_core.models.Ban`), network, reason (the ban's), by (the
+admin user's name), ban (the Ban row)."""
+
 LOGIN_FAILURE_REASONS = (
     "bad_credentials",  # unknown user or wrong password (indistinguishable)
     "inactive_user",  # the Django user's is_active is False
@@ -102,11 +125,22 @@ LOGIN_FAILURE_REASONS = (
     "tls_required",  # the account requires TLS and the session has none
     "network_not_allowed",  # the client IP is outside the allowed networks
     "too_many_sessions",  # the account's session limit is reached
+    "too_many_logins",  # FTPSERVER_LOGINS_PER_ADDRESS logins already in progress
+    "login_queue_full",  # FTPSERVER_LOGIN_QUEUE logins already wait for a worker
     "home_unavailable",  # no home directory, or it is missing or unsafe
     "database_unavailable",  # the database failed or did not answer in time
     "server_error",  # a backend failed; see the log
 )
 """The values of ``reason`` in ``ftp_login_failed``."""
+
+CONNECTION_REFUSAL_REASONS = (
+    "banned",  # the address is banned (models.Ban)
+    "blocklisted",  # the address is on the blocklist
+    "too_many_connections",  # FTPSERVER_MAX_CONNECTIONS sessions are open
+    "too_many_connections_per_ip",  # FTPSERVER_MAX_CONNECTIONS_PER_IP from it
+    "login_timeout",  # no login within FTPSERVER_LOGIN_GRACE seconds
+)
+"""The values of ``reason`` in ``ftp_connection_refused``."""
 
 TRANSFER_FAILURE_REASONS = (
     "connection_lost",  # the data connection was reset or broke

@@ -1,5 +1,7 @@
 """TLS for FTPS: the one place that imports the optional pyOpenSSL."""
 
+import hmac
+
 from django.core.exceptions import ImproperlyConfigured
 
 try:
@@ -88,3 +90,78 @@ def make_data_context(certfile, keyfile=None, min_version="TLSv1.2"):
     context = make_context(certfile, keyfile, min_version, max_version)
     context.set_options(SSL.OP_NO_TICKET)
     return context
+
+
+# FTPSERVER_TLS_REQUIRE_SESSION_REUSE (vsftpd's require_ssl_reuse): a PROT P
+# data connection must resume the TLS session of its control connection, which
+# only the client that made the control connection can do.
+
+# Sessions are kept by the server (session IDs, no tickets: see
+# make_data_context), under this context, and for this long: a data
+# connection that comes later finds no session to resume and is refused.
+# OpenSSL's 2 hours would cut off long FTP sessions (a mirror job); no
+# session outlives the cache's size limit either (SSL_CTX default: 20480).
+SESSION_ID_CONTEXT = b"ftpserver_core"
+SESSION_LIFETIME = 24 * 3600
+
+
+def make_session_reuse_context(certfile, keyfile=None):
+    """Return the one context of control and data connections when data
+    connections must resume the control connection's session.
+
+    One context because the server's session cache belongs to a context: a
+    data connection resumes only a session its own context made. TLS 1.2
+    on both channels: a TLS 1.3 session cannot be resumed by the TLS 1.2 data
+    connections, and TLS 1.3 data connections would get the session tickets
+    that truncate uploads (see make_data_context). Each TLS 1.3 resumption
+    also derives new keys from a ticket of its own, while a TLS 1.2
+    resumption keeps the session's master secret, which is what
+    resumes_session() compares.
+    """
+    context = make_data_context(certfile, keyfile, "TLSv1.2")
+    context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    context.set_session_id(SESSION_ID_CONTEXT)
+    context.set_timeout(SESSION_LIFETIME)
+    return context
+
+
+def resumes_session(data_connection, control_connection):
+    """Return True when the data connection's TLS handshake resumed the
+    control connection's session.
+
+    A TLS 1.2 resumption keeps the session's master secret; a full handshake
+    (a client that does not reuse sessions, or a stranger) makes a fresh one,
+    and so does resuming any other session (another client's own control
+    connection): equal master secrets mean the same session.
+    """
+    if not isinstance(control_connection, SSL.Connection):
+        return False
+    if (
+        data_connection.get_protocol_version_name() != "TLSv1.2"
+        or control_connection.get_protocol_version_name() != "TLSv1.2"
+    ):
+        return False  # make_session_reuse_context allows nothing else
+    data_key = data_connection.master_key()
+    control_key = control_connection.master_key()
+    if not data_key or not control_key:
+        return False
+    return hmac.compare_digest(data_key, control_key)
+
+
+def session_reused(connection):
+    """Return True when the connection's handshake resumed some session.
+
+    Only says why a data connection was refused (a client that does not
+    reuse sessions, or one that resumed another session). pyOpenSSL has no
+    SSL_session_reused(): this calls OpenSSL's through pyOpenSSL's private
+    ``_lib``, and answers None where that is missing.
+    """
+    try:
+        from OpenSSL._util import lib
+    except ImportError:  # pragma: no cover - a pyOpenSSL without it
+        return None
+    reused = getattr(lib, "SSL_session_reused", None)
+    ssl = getattr(connection, "_ssl", None)
+    if reused is None or ssl is None:
+        return None
+    return bool(reused(ssl))

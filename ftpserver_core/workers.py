@@ -10,7 +10,6 @@ with a handler.
 import collections
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -87,17 +86,47 @@ def default_workers():
     return max(2, os.cpu_count() or 1)
 
 
+class Task:
+    """A submitted call; ``cancel()`` drops it if no thread has started it."""
+
+    __slots__ = ("function", "callback", "args", "kwargs", "key", "cancelled")
+
+    def __init__(self, function, callback, args, kwargs, key):
+        self.function = function
+        self.callback = callback
+        self.args = args
+        self.kwargs = kwargs
+        self.key = key
+        self.cancelled = False
+
+    def cancel(self):
+        """Skip the call if it has not started (its client has gone)."""
+        self.cancelled = True
+
+
 class WorkerPool:
     """A bounded pool of daemon threads whose results come back on the IO loop.
 
     Daemon threads, not ``concurrent.futures``: a thread stuck on a hung
     database must not keep the process from exiting at a stop.
+
+    Tasks carry a key (the client's address): one key runs on at most
+    ``max_running_per_key`` threads at once (half the pool), and waiting
+    keys take turns. A flood of logins from one address then keeps at most
+    half the threads busy: everyone else's logins run on the other half
+    instead of queueing behind the flood.
     """
 
-    def __init__(self, ioloop, workers=None):
+    def __init__(self, ioloop, workers=None, max_pending=None):
         self.waker = LoopWaker(ioloop)
         self.workers = workers or default_workers()
-        self._tasks = queue.SimpleQueue()
+        self.max_pending = max_pending
+        self.max_running_per_key = max(1, self.workers // 2)
+        self._cond = threading.Condition()
+        # key -> deque of waiting tasks, in the order the keys take turns.
+        self._waiting = collections.OrderedDict()
+        self._pending = 0
+        self._running = collections.Counter()
         self._threads = []
         self._closed = False
         for number in range(self.workers):
@@ -107,29 +136,69 @@ class WorkerPool:
             thread.start()
             self._threads.append(thread)
 
+    def _next_task(self):
+        """Return the next runnable task (the lock held), or None."""
+        for key, tasks in self._waiting.items():
+            if key is not None and self._running[key] >= self.max_running_per_key:
+                continue
+            task = tasks.popleft()
+            if tasks:
+                self._waiting.move_to_end(key)  # the next key's turn
+            else:
+                del self._waiting[key]
+            self._pending -= 1
+            return task
+        return None
+
     def _work(self):
         while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            function, callback, args, kwargs = task
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    task = self._next_task()
+                    if task is not None:
+                        break
+                    self._cond.wait()
+                if task.cancelled:
+                    continue
+                self._running[task.key] += 1
             try:
-                result = function(*args, **kwargs)
+                result = task.function(*task.args, **task.kwargs)
             except Exception:  # the function's contract is not to raise
-                logger.exception("Worker task %r failed.", function)
-                continue
-            self.waker.call_soon(callback, result)
+                logger.exception("Worker task %r failed.", task.function)
+                result = _FAILED
+            finally:
+                with self._cond:
+                    self._running[task.key] -= 1
+                    if not self._running[task.key]:
+                        del self._running[task.key]
+                    self._cond.notify()
+            if result is not _FAILED:
+                self.waker.call_soon(task.callback, result)
 
-    def submit(self, function, callback, *args, **kwargs):
+    def submit(self, function, callback, *args, key=None, **kwargs):
         """Run ``function(*args, **kwargs)`` in a thread, then ``callback(result)``
-        on the loop. ``function`` must not raise: it returns its outcome."""
-        if self._closed:
-            return
-        self._tasks.put((function, callback, args, kwargs))
+        on the loop. ``function`` must not raise: it returns its outcome.
+
+        Return the :class:`Task`, or None when ``max_pending`` tasks already
+        wait (or the pool is shut down): the caller answers "try later".
+        """
+        task = Task(function, callback, args, kwargs, key)
+        with self._cond:
+            if self._closed:
+                return None
+            if self.max_pending is not None and self._pending >= self.max_pending:
+                return None
+            self._waiting.setdefault(key, collections.deque()).append(task)
+            self._pending += 1
+            self._cond.notify()
+        return task
 
     def pending(self):
         """Return how many tasks wait for a thread."""
-        return self._tasks.qsize()
+        with self._cond:
+            return self._pending
 
     def call_soon(self, callback, *args):
         """Run ``callback(*args)`` on the loop thread (callable from any thread)."""
@@ -137,16 +206,16 @@ class WorkerPool:
 
     def shutdown(self, timeout=None):
         """Drop waiting tasks; wait up to ``timeout`` seconds for running ones."""
-        self._closed = True
-        try:
-            while True:
-                self._tasks.get_nowait()
-        except queue.Empty:
-            pass
-        for _ in self._threads:
-            self._tasks.put(None)
+        with self._cond:
+            self._closed = True
+            self._waiting.clear()
+            self._pending = 0
+            self._cond.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(left)
         self.waker.close()
+
+
+_FAILED = object()

@@ -38,6 +38,12 @@ SPEC_SIGNALS = {
     "ftp_directory_created",
     "ftp_directory_deleted",
 }
+# The defender's extension of the contract (documented in signals.py).
+DEFENDER_SIGNALS = {
+    "ftp_connection_refused",
+    "ftp_address_banned",
+    "ftp_address_unbanned",
+}
 
 # Arguments of spec/signals.rst (besides sender), then our documented extras.
 SESSION = {"session_id", "remote_port", "tls"}
@@ -136,7 +142,7 @@ def read_reply(ftp):
 
 
 def test_the_signal_module_has_exactly_the_spec_signals():
-    assert set(signals.ALL_SIGNALS) == SPEC_SIGNALS
+    assert set(signals.ALL_SIGNALS) == SPEC_SIGNALS | DEFENDER_SIGNALS
     assert set(signals.LOGIN_FAILURE_REASONS) >= {
         "bad_credentials",
         "account_disabled",

@@ -35,6 +35,7 @@ from ftpadmin.forms import (
     LIMIT_FIELDS,
     FTPAccountAddForm,
     SetExpiryForm,
+    may_attach_account,
     may_manage_user,
 )
 from ftpadmin.resources import FTPUserAccountResource
@@ -413,6 +414,10 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
         # password) before the account; changeform_view runs both in one
         # transaction.
         if not change:
+            # The form said why already; this holds should a form class that
+            # skips its check ever be put here.
+            if not may_attach_account(request.user, form.user()):
+                raise PermissionDenied
             obj.user = form.save_user()
         super().save_model(request, obj, form, change)
 

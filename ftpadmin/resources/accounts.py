@@ -7,7 +7,10 @@ Columns: ``username``, ``email``, ``group`` (a group's name), ``home_directory``
 - A row whose username has an FTP account updates it; otherwise it creates
   one, for the Django user of that name, created too when missing.
 - Groups and home directories must exist: an unknown name or path is an error
-  of the row, never created on the fly.
+  of the row, never created on the fly; so is a home directory whose path the
+  validators refuse (one saved before they did).
+- Only a superuser may give an existing staff user or superuser an account:
+  their FTP password would be their admin password.
 - ``password``: blank keeps an existing user's password (a new user needs
   one); a Django password hash (``identify_hasher`` knows its algorithm) is
   stored as it is; anything else is a plain-text password, checked by
@@ -29,11 +32,18 @@ from import_export import fields, resources
 
 from ftpadmin.forms import (
     ACCOUNT_FIELDS,
+    ATTACH_STAFF_ERROR,
+    may_attach_account,
     may_manage_user,
     username_taken,
     validate_new_username,
 )
-from ftpserver_core.models import FTPUserAccount, FTPUserGroup, HomeDirectory
+from ftpserver_core.models import (
+    FTPUserAccount,
+    FTPUserGroup,
+    HomeDirectory,
+    validate_path_template,
+)
 
 from .widgets import (
     CountWidget,
@@ -180,6 +190,7 @@ class FTPUserAccountResource(resources.ModelResource):
             super().import_instance(instance, row, **kwargs)
         except ValidationError as exc:
             errors = exc.update_error_dict(errors)
+        self._check_home(instance, errors)
         self._import_user(instance, row, errors, kwargs)
         if errors:
             raise ValidationError(errors)
@@ -215,6 +226,12 @@ class FTPUserAccountResource(resources.ModelResource):
                     errors["username"] = [problem]
                     return
                 user = self.user_model(**{self.username_field: username})
+            elif not may_attach_account(kwargs.get("user"), user):
+                # A blank password keeps theirs: the admin password on FTP.
+                errors["username"] = [
+                    ATTACH_STAFF_ERROR % {"username": user.get_username()}
+                ]
+                return
             account.user = user
 
         changes = {}
@@ -247,6 +264,23 @@ class FTPUserAccountResource(resources.ModelResource):
             ]
         # Saved by before_save_instance once the whole row is valid.
         account._ftp_pending = (user, new, changes)
+
+    @staticmethod
+    def _check_home(account, errors):
+        """A home directory saved before its path was validated is no choice."""
+        home = account.home_directory
+        if home is None or "home_directory" in errors:
+            return
+        try:
+            validate_path_template(home.path)
+        except ValidationError as exc:
+            errors["home_directory"] = [
+                _(
+                    "The home directory %(path)r may not be used: %(reason)s Fix "
+                    "its path first, or pick another home directory."
+                )
+                % {"path": home.path, "reason": " ".join(exc.messages)}
+            ]
 
     @staticmethod
     def _check_new_username(username):

@@ -31,6 +31,7 @@ __all__ = [
     "journal_dir",
     "node_name",
     "now",
+    "insert_now",
     "record",
     "writer",
 ]
@@ -62,6 +63,16 @@ def enabled(event):
 def record(**fields):
     """Journal and queue one audit record (called by the receivers, on the loop)."""
     writer.put(fields)
+
+
+def insert_now(fields):
+    """Insert one record at once, outside the server (the admin's ban actions)."""
+    import uuid
+
+    from ..models import AuditEvent
+    from .rows import clean
+
+    AuditEvent.objects.create(uid=uuid.uuid4(), **clean(fields))
 
 
 @contextlib.contextmanager

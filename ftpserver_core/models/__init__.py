@@ -18,19 +18,24 @@ from .accounts import (
     validate_rule_path,
 )
 from .audit import AuditEvent
+from .defender import Ban, NetworkRule, normalize_network, validate_network
 
 __all__ = [
     "PERMISSION_HELP",
     "PERMISSION_LETTERS",
     "AccessLimits",
     "AuditEvent",
+    "Ban",
     "DirectoryRule",
     "FTPUserAccount",
     "FTPUserGroup",
     "HomeDirectory",
+    "NetworkRule",
+    "normalize_network",
     "parse_networks",
     "validate_networks",
     "validate_path_template",
     "validate_permission",
     "validate_rule_path",
+    "validate_network",
 ]

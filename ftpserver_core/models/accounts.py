@@ -1,12 +1,17 @@
 """Groups, accounts, home directories and directory rules of the FTP server."""
 
 import ipaddress
+import os
+import string
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+
+from ..conf import settings as ftpserver_settings
 
 PERMISSION_LETTERS = "elradfmwMT"
 PERMISSION_HELP = _(
@@ -67,16 +72,177 @@ def parse_networks(value, strict=True):
     return tuple(result)
 
 
-def validate_path_template(value):
-    """Require an absolute path whose placeholders are {username} and {group}."""
+# Where a home directory may never be, nor below: the operating system's
+# programs, configuration, secrets and kernel interfaces. A group home of /
+# once served /etc/shadow.
+SYSTEM_DIRECTORIES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var",
+)
+# Inside those, the one place FTP servers traditionally keep their files.
+DATA_DIRECTORIES = ("/var/ftp",)
+PLACEHOLDERS = ("username", "group")
+HOME_EXAMPLE = "/srv/ftp/{username}"
+
+
+def template_placeholders(template):
+    """Return the placeholder names of ``template`` in order.
+
+    Raise ValueError unless every field is a plain ``{username}`` or
+    ``{group}``: str.format would otherwise follow attributes and indexes
+    (``{username.__class__}``), convert (``!r``) or pad (``{group:.>2}`` of an
+    empty group is ``..``), so what a template renders to could not be
+    checked from its text.
+    """
+    names = []
+    for _literal, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        field = "{" + name + (f"!{conversion}" if conversion else "")
+        field += (f":{spec}" if spec else "") + "}"
+        if name not in PLACEHOLDERS:
+            base = name.replace("[", ".").split(".", 1)[0]
+            if base in PLACEHOLDERS:
+                raise ValueError(
+                    f"{field} reads an attribute or an item of a placeholder; "
+                    "expected the plain {username} or {group}"
+                )
+            raise ValueError(
+                f"unknown placeholder {field}; expected {{username}} or {{group}}"
+            )
+        if conversion or spec:
+            what = f"a conversion (!{conversion})" if conversion else ""
+            what += " and " if conversion and spec else ""
+            what += f"a format spec (:{spec})" if spec else ""
+            raise ValueError(f"{field} has {what}; expected the plain {{{name}}}")
+        names.append(name)
+    return names
+
+
+def is_inside(path, directory):
+    """Return whether the normalised ``path`` is ``directory`` or below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def system_directory(path):
+    """Return the system directory holding the normalised ``path``, or None."""
+    if any(is_inside(path, data) for data in DATA_DIRECTORIES):
+        return None
+    return next((s for s in SYSTEM_DIRECTORIES if is_inside(path, s)), None)
+
+
+def home_root_problem(root):
+    """Say why ``root`` cannot be one of FTPSERVER_HOME_ROOTS, or return None."""
     try:
-        value.format(username="u", group="g")
-    except (KeyError, IndexError, ValueError) as exc:
+        path = os.fspath(root)
+    except TypeError:
+        path = None
+    if not isinstance(path, str):
+        return f"{root!r} is not a path; expected a directory such as /srv/ftp"
+    if "\x00" in path:
+        return f"{path!r} contains a NUL byte; expected a directory such as /srv/ftp"
+    if not path.startswith("/"):
+        return f"{path!r} is not absolute; expected a path starting with /"
+    if path == "/":
+        return (
+            "'/' is the whole file system; expected a directory for FTP homes, "
+            "such as /srv/ftp"
+        )
+    if "//" in path or os.path.normpath(path) != path:
+        return (
+            f"{path!r} is not normalised; expected {os.path.normpath(path)!r} "
+            "(no '.', '..', '//' nor trailing /)"
+        )
+    system = system_directory(path)
+    # /var/lib/<app>/... is where packaged services keep their data; the rest
+    # of the system directories, and /var's own first level, never are.
+    if system is not None and not (system == "/var" and path.count("/") >= 3):
+        return (
+            f"{path!r} is the system directory {system!r} or inside it; expected a "
+            "data directory such as /srv/ftp, or one of a service's own below "
+            "/var such as /var/lib/ftpadmin/homes"
+        )
+    return None
+
+
+def home_roots():
+    """Return FTPSERVER_HOME_ROOTS as a tuple of paths, or None when unset.
+
+    A bad entry (the system check reports it) is left out, so that a server
+    whose checks were silenced refuses homes rather than allowing / itself.
+    """
+    value = ftpserver_settings.HOME_ROOTS
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return ()
+    return tuple(os.fspath(r) for r in value if home_root_problem(r) is None)
+
+
+def home_location_problem(path, roots):
+    """Say why the normalised absolute ``path`` may not hold homes, or None.
+
+    Returns (what is wrong, what is expected). ``roots`` is None (no
+    FTPSERVER_HOME_ROOTS) or the directories homes must be inside.
+    """
+    if path == "/":
+        return ("is the root directory /", f"a directory such as {HOME_EXAMPLE}")
+    if roots is not None and not any(is_inside(path, root) for root in roots):
+        return (
+            f"is outside FTPSERVER_HOME_ROOTS {list(roots)!r}",
+            "a directory inside one of them",
+        )
+    system = None if roots is not None else system_directory(path)
+    if system is not None:
+        where = "is the" if path == system else "is inside the"
+        return (
+            f"{where} system directory {system!r}",
+            "a data directory such as /srv/ftp, /home/ftp or /var/ftp, or one "
+            "inside FTPSERVER_HOME_ROOTS",
+        )
+    if path.count("/") == 1:
+        # A home directly under / shares everything there, and a placeholder
+        # there turns a user named "etc" into /etc.
+        return (
+            "is directly under /",
+            f"a directory at least two levels deep, such as {HOME_EXAMPLE}",
+        )
+    return None
+
+
+def validate_path_template(value):
+    """Require a safe absolute home template; see README "Home directories".
+
+    {username} and {group} only, each a whole path component; absolute and
+    normalised; never /, directly under / nor in a system directory; inside
+    FTPSERVER_HOME_ROOTS when set.
+    """
+    if not isinstance(value, str):
         raise ValidationError(
-            _(
-                "Path %(value)r has an unknown placeholder (%(error)s); use {username} "
-                "and {group}."
-            ),
+            _("Path %(value)r is not text; expected e.g. %(example)s."),
+            code="invalid_template",
+            params={"value": value, "example": HOME_EXAMPLE},
+        )
+    if "\x00" in value:
+        raise ValidationError(_("Path contains a NUL byte."), code="nul")
+    try:
+        template_placeholders(value)
+    except ValueError as exc:
+        raise ValidationError(
+            _("Path %(value)r has an invalid placeholder: %(error)s."),
             code="invalid_template",
             params={"value": value, "error": exc},
         ) from exc
@@ -86,8 +252,58 @@ def validate_path_template(value):
             code="relative_home",
             params={"value": value},
         )
-    if "\x00" in value:
-        raise ValidationError(_("Path contains a NUL byte."), code="nul")
+    # Placeholders become NUL-delimited markers (NUL is refused above), so a
+    # component can be told to hold exactly one placeholder and nothing else.
+    marked = value.format(username="\x00username\x00", group="\x00group\x00")
+    components = marked.split("/")[1:]
+    bad = next((c for c in components if c in ("", ".", "..")), None)
+    if value != "/" and bad is not None:
+        raise ValidationError(
+            _(
+                "Path %(value)r is not normalised: it has %(what)s; expected "
+                "e.g. %(example)s."
+            ),
+            code="not_normalised",
+            params={
+                "value": value,
+                "what": f"a {bad!r} component"
+                if bad
+                else "an empty component (// or a trailing /)",
+                "example": HOME_EXAMPLE,
+            },
+        )
+    for component in components:
+        if "\x00" in component and component.strip("\x00") not in PLACEHOLDERS:
+            shown = component.replace("\x00username\x00", "{username}")
+            shown = shown.replace("\x00group\x00", "{group}")
+            raise ValidationError(
+                _(
+                    "Path %(value)r has a placeholder inside a component "
+                    "(%(component)r); expected {username} or {group} as a whole "
+                    "component, e.g. %(example)s."
+                ),
+                code="partial_placeholder",
+                params={
+                    "value": value,
+                    "component": shown,
+                    "example": HOME_EXAMPLE,
+                },
+            )
+    # Every home the template renders lies at or below its first placeholder
+    # component; checking the path up to it covers any name put there. The
+    # marker keeps its NULs: no directory name can equal it (a user named
+    # "etc" under /, or the one root named like a placeholder).
+    first = next((i for i, c in enumerate(components) if "\x00" in c), None)
+    fixed = components if first is None else components[: first + 1]
+    checked = "/" + "/".join(fixed)
+    problem = home_location_problem("/" if value == "/" else checked, home_roots())
+    if problem is not None:
+        reason, expected = problem
+        raise ValidationError(
+            _("Path %(value)r %(reason)s; expected %(expected)s."),
+            code="outside_home_roots" if "HOME_ROOTS" in reason else "unsafe_home",
+            params={"value": value, "reason": reason, "expected": expected},
+        )
 
 
 def validate_rule_path(value):
@@ -109,13 +325,10 @@ def validate_rule_path(value):
             params={"value": value},
         )
     try:
-        value.format(username="u", group="g")
-    except (KeyError, IndexError, ValueError) as exc:
+        template_placeholders(value)
+    except ValueError as exc:
         raise ValidationError(
-            _(
-                "Rule path %(value)r has an unknown placeholder (%(error)s); use "
-                "{username} and {group}."
-            ),
+            _("Rule path %(value)r has an invalid placeholder: %(error)s."),
             code="invalid_template",
             params={"value": value, "error": exc},
         ) from exc

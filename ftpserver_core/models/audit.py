@@ -26,6 +26,9 @@ class AuditEvent(models.Model):
         RENAME = "rename", _("rename")
         MKDIR = "mkdir", _("make directory")
         RMDIR = "rmdir", _("remove directory")
+        REFUSED = "refused", _("connection refused")
+        BAN = "ban", _("ban")
+        UNBAN = "unban", _("ban lifted")
 
     TRANSFERS = (
         Event.UPLOAD,
@@ -65,6 +68,8 @@ class AuditEvent(models.Model):
     # SHA-256 of the file as it streamed (uploads, and downloads whose bytes
     # passed through the server or whose digest it knew).
     sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    # The address or network of a ban or of a lifted ban (CIDR).
+    network = models.CharField(_("network"), max_length=64, blank=True)
     # Set by the journal: a record read back after a crash is never
     # inserted twice.
     uid = models.UUIDField(_("record id"), unique=True, null=True, editable=False)

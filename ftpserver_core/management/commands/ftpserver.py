@@ -10,8 +10,9 @@ import threading
 import django
 from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
-from ftpserver_core import audit, signals
+from ftpserver_core import audit, privileges, signals
 from ftpserver_core.checks import DEPLOY_TAG
 from ftpserver_core.conf import settings as ftp_settings
 from ftpserver_core.options import OptionError, ServerOptions, parse_address
@@ -37,6 +38,8 @@ OPTIONS = {
     "banner": "--banner",
     "pidfile": "--pidfile",
     "workers": "--workers",
+    "user": "--user",
+    "group": "--group",
 }
 
 
@@ -78,6 +81,15 @@ class Command(BaseCommand):
             help="Processes accepting on the same port, each with its own loop "
             "(default 1).",
         )
+        parser.add_argument(
+            "--user",
+            help="Unprivileged user (name or uid) to run as once the port is "
+            "bound; the server must be started as root.",
+        )
+        parser.add_argument(
+            "--group",
+            help="Group (name or gid) to run as with --user (default: the user's).",
+        )
 
     def handle(self, *args, **options):
         self.stdout.write("Performing system checks...\n\n")
@@ -101,6 +113,21 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{where or 'FTPSERVER_' + exc.name}: {exc.message}"
             ) from None
+        try:
+            target = server_options.identity
+        except LookupError as exc:  # the user went away since the checks
+            raise CommandError(str(exc)) from None
+        if (
+            target is not None
+            and not privileges.is_root()
+            and not privileges.already(target)
+        ):
+            where = "--user" if options["user"] else "FTPSERVER_USER"
+            raise CommandError(
+                f"{where} {server_options.user!r}: privileges can only be dropped "
+                f"by root, and this process runs as {privileges.current()}; start "
+                f"the server as root, or without {where}."
+            )
 
         pidfile = server_options.pidfile
         if pidfile:
@@ -128,6 +155,13 @@ class Command(BaseCommand):
             else:
                 message = ERRORS.get(error.errno, str(error))
             raise CommandError(message) from None
+
+        try:
+            self._drop_privileges(server_options, target)
+        except privileges.PrivilegeError as exc:
+            self._discard(server)
+            self._remove(pidfile)
+            raise CommandError(exc.message) from None
 
         previous = self._install_signal_handlers(server)
         self._print_banner(server, server_options)
@@ -160,6 +194,52 @@ class Command(BaseCommand):
                 signal.signal(signum, handler)
             self._remove(pidfile)
             self.stdout.write("FTP server stopped.")
+
+    def _drop_privileges(self, options, target):
+        """Become ``target`` once bound; before any client, journal or worker."""
+        if target is None:
+            if privileges.is_root():
+                self.stderr.write(
+                    "Warning: the FTP server runs as root. Give it --user (or "
+                    "FTPSERVER_USER) to drop privileges once the port is bound.\n",
+                    self.style.WARNING,
+                )
+            return
+        directory = audit.journal_dir()
+        if privileges.already(target):
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError:
+                pass  # access_problems() says what is wrong
+        else:
+            privileges.prepare_journal(directory, target)
+            # SQLite files opened as root (by a check) would stay usable
+            # through their descriptors and hide a database the user cannot
+            # write: every connection is made again, as the user.
+            connections.close_all()
+            privileges.drop(target)
+        problems = privileges.access_problems(
+            target,
+            directory,
+            databases=[connections.settings[alias] for alias in connections],
+            # Prefork workers build their TLS contexts after the drop.
+            tls_files=(
+                (options.certfile, options.keyfile)
+                if options.tls and options.workers > 1
+                else ()
+            ),
+        )
+        if problems:
+            raise privileges.PrivilegeError(" ".join(problems))
+
+    @staticmethod
+    def _discard(server):
+        """Close a server that was bound but will not serve."""
+        if isinstance(server, Supervisor):
+            server.socket.close()
+        else:
+            server.worker_pool.shutdown(timeout=1.0)
+            server.close_all()
 
     @staticmethod
     def _remove(pidfile):
@@ -211,6 +291,7 @@ class Command(BaseCommand):
             f"Passive ports: {passive}\n"
             f"Masquerade address: {options.masquerade_address or 'none'}\n"
             f"Worker processes: {options.workers}\n"
+            f"Running as: {privileges.current()}\n"
             f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
         )
         self.stdout.flush()

@@ -1,0 +1,182 @@
+"""Keep a server's in-memory view of bans and network rules in step with the database.
+
+One daemon thread per server does every query: it inserts the bans the
+server decided, polls for bans and rules changed anywhere (another process,
+another node, the admin) every ``FTPSERVER_DEFENDER_POLL_INTERVAL`` seconds,
+and hands what changed to the IO loop. The loop never waits on it; while
+the database is down the last view stays in force and local bans wait in
+memory to be written.
+
+Consistency: a ban made anywhere is enforced by every server within one
+poll interval plus the time of a query (1 s by default). A ban row deleted
+(rather than lifted) is noticed at the next full reload, every
+``FULL_RELOAD`` polls; the admin only deletes bans that are over.
+"""
+
+import datetime
+import logging
+import queue
+import threading
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+logger = logging.getLogger("ftpserver_core.defender")
+
+# Bans count as repeat offences for this long (their growth of the ban time).
+OFFENCE_MEMORY = datetime.timedelta(days=30)
+# Polls between two full reloads of the active bans (catches deleted rows).
+FULL_RELOAD = 30
+# changed_at is set by each writer's clock: poll a little into the past so a
+# writer whose clock is behind (or whose transaction committed late) is seen.
+OVERLAP = datetime.timedelta(seconds=5)
+
+
+def ban_view(ban):
+    """Return the loop's view of a Ban row: a small dict."""
+    return {
+        "id": ban.pk,
+        "network": ban.network,
+        "reason": ban.reason,
+        "expires": ban.expires_at.timestamp() if ban.expires_at else None,
+        "active": ban.lifted_at is None,
+        "offence": ban.offence,
+    }
+
+
+class BanStore:
+    """The thread between one server's defender and the Ban/NetworkRule tables."""
+
+    def __init__(self, deliver, poll_interval=1.0):
+        """``deliver(changes)`` is called from the thread; it must hand them to the loop."""
+        self.deliver = deliver
+        self.poll_interval = poll_interval
+        self._new_bans = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self._since = None
+        self._seen = {}  # ban id -> changed_at already delivered
+        self._rules_stamp = None
+        self._polls = 0
+        self._failing = False
+
+    def start(self):
+        self._thread = threading.Thread(
+            target=self._run, name="ftpserver-defender", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout=1.0):
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def add(self, fields):
+        """Queue a ban for insertion (called on the loop); returns at once."""
+        self._new_bans.put(fields)
+        self._wake.set()
+
+    # --- the thread
+
+    def _run(self):
+        while not self._stop.is_set():
+            close_old_connections()
+            try:
+                changes = self._sync()
+            except Exception as exc:
+                if not self._failing:
+                    logger.warning(
+                        "The defender cannot reach the database (%s); bans "
+                        "already known stay in force, new ones are written "
+                        "when it answers.",
+                        exc,
+                    )
+                self._failing = True
+            else:
+                if self._failing:
+                    logger.warning("The defender reaches the database again.")
+                self._failing = False
+                if changes:
+                    self.deliver(changes)
+            finally:
+                close_old_connections()
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def _sync(self):
+        from ..models import Ban
+
+        changes = {}
+        self._insert_new(changes)
+        now = timezone.now()
+        if self._since is None or self._polls % FULL_RELOAD == 0:
+            changes.update(self._full_load(now))
+        else:
+            rows = Ban.objects.filter(changed_at__gte=self._since - OVERLAP)
+            bans = [ban for ban in rows if self._seen.get(ban.pk) != ban.changed_at]
+            for ban in bans:
+                self._seen[ban.pk] = ban.changed_at
+            if bans:
+                changes["bans"] = [ban_view(ban) for ban in bans]
+        self._since = now
+        self._polls += 1
+        rules = self._rules_if_changed()
+        if rules is not None:
+            changes["rules"] = rules
+        return changes
+
+    def _full_load(self, now):
+        from ..models import Ban
+
+        active = list(Ban.objects.active(now))
+        self._seen = {ban.pk: ban.changed_at for ban in active}
+        offences = {}
+        recent = Ban.objects.filter(created_at__gte=now - OFFENCE_MEMORY)
+        for network in recent.values_list("network", flat=True):
+            offences[network] = offences.get(network, 0) + 1
+        return {
+            "bans": [ban_view(ban) for ban in active],
+            "full": True,
+            "offences": offences,
+        }
+
+    def _insert_new(self, changes):
+        from ..models import Ban
+
+        inserted = []
+        while True:
+            try:
+                fields = self._new_bans.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                # Another process may have banned the same network a moment
+                # ago: one row, not two.
+                existing = (
+                    Ban.objects.active()
+                    .filter(network=fields["network"])
+                    .order_by("-expires_at")
+                    .first()
+                )
+                ban = existing or Ban.objects.create(**fields)
+            except Exception:
+                self._new_bans.put(fields)  # kept for the next try
+                raise
+            inserted.append(ban_view(ban))
+            self._seen[ban.pk] = ban.changed_at
+        if inserted:
+            changes["bans"] = inserted
+
+    def _rules_if_changed(self):
+        from django.db.models import Count, Max
+
+        from ..models import NetworkRule
+
+        stamp = NetworkRule.objects.aggregate(n=Count("id"), last=Max("changed_at"))
+        stamp = (stamp["n"], stamp["last"])
+        if stamp == self._rules_stamp:
+            return None
+        self._rules_stamp = stamp
+        return list(NetworkRule.objects.values_list("network", "kind"))
