@@ -28,6 +28,9 @@ ERROR_IDS = {
     "WORKERS": "ftpserver_core.E007",
     "AUTH_FAILED_DELAY": "ftpserver_core.E007",
     "MAX_LOGIN_ATTEMPTS": "ftpserver_core.E007",
+    "LOGINS_PER_ADDRESS": "ftpserver_core.E007",
+    "LOGIN_QUEUE": "ftpserver_core.E007",
+    "LOGIN_GRACE": "ftpserver_core.E007",
     "DEFAULT_PERMISSION": "ftpserver_core.E008",
     "DEFAULT_HOME": "ftpserver_core.E009",
     "DATA_TIMEOUT": "ftpserver_core.E010",
@@ -100,6 +103,81 @@ def check_home_roots(app_configs, **kwargs):
         )
         for problem in problems
     ]
+
+
+@checks.register("ftpserver")
+def check_defender(app_configs, **kwargs):
+    """Report every bad FTPSERVER_DEFENDER_* value, quoting it (E020)."""
+    from .defender import DEFAULT_SCORES
+    from .models import normalize_network
+
+    errors = []
+
+    def error(name, message):
+        errors.append(
+            checks.Error(
+                f"FTPSERVER_{name} = {getattr(settings, name)!r}: {message}",
+                hint=f"Fix FTPSERVER_{name} in your settings.",
+                id="ftpserver_core.E020",
+            )
+        )
+
+    for name, zero_ok in (
+        ("DEFENDER_THRESHOLD", False),
+        ("DEFENDER_WINDOW", False),
+        ("DEFENDER_BAN_TIME", False),
+        ("DEFENDER_MAX_BAN_TIME", False),
+        ("DEFENDER_BAN_GROWTH", True),
+        ("DEFENDER_USERNAME_THRESHOLD", False),
+        ("DEFENDER_USERNAME_MAX_DELAY", True),
+        ("DEFENDER_POLL_INTERVAL", False),
+        ("DEFENDER_REFUSED_LOG_INTERVAL", True),
+    ):
+        value = getattr(settings, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value < 0
+            or (value == 0 and not zero_ok)
+        ):
+            error(
+                name, f"expected a {'non-negative' if zero_ok else 'positive'} number."
+            )
+    scores = settings.DEFENDER_SCORES
+    if scores is not None:
+        if not isinstance(scores, dict):
+            error("DEFENDER_SCORES", "expected a dict of points per misdeed.")
+        else:
+            for kind, points in scores.items():
+                if kind not in DEFAULT_SCORES:
+                    error(
+                        "DEFENDER_SCORES",
+                        f"unknown misdeed {kind!r}; expected some of "
+                        f"{', '.join(DEFAULT_SCORES)}.",
+                    )
+                elif (
+                    isinstance(points, bool)
+                    or not isinstance(points, int)
+                    or points < 0
+                ):
+                    error(
+                        "DEFENDER_SCORES",
+                        f"{kind!r}: {points!r} is not a non-negative whole number.",
+                    )
+    safelist = settings.DEFENDER_SAFELIST
+    if isinstance(safelist, str) or not hasattr(safelist, "__iter__"):
+        error("DEFENDER_SAFELIST", "expected a list of addresses or networks.")
+    else:
+        for network in safelist:
+            try:
+                normalize_network(network)
+            except Exception:
+                error(
+                    "DEFENDER_SAFELIST",
+                    f"{network!r} is not an IP address or network; expected e.g. "
+                    "'10.0.0.0/8'.",
+                )
+    return errors
 
 
 @checks.register("ftpserver", deploy=False)

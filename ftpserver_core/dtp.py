@@ -32,6 +32,10 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 # How many extra reads one read event may do to empty what OpenSSL holds.
 _TLS_DRAIN_READS = 64
 
+# The reply to a transfer whose PROT P data connection did not resume the
+# control connection's TLS session (FTPSERVER_TLS_REQUIRE_SESSION_REUSE).
+REUSE_REQUIRED = "522 Data connection must reuse the control connection's TLS session."
+
 
 def write_failure(exc):
     """Return (reason, reply) for an error writing an upload."""
@@ -297,6 +301,38 @@ class PassiveListener(PassiveDTP):
             raise PassivePortsExhausted
         super().bind(addr)
 
+    def handle_accepted(self, sock, addr):
+        """Take the first connection from the session's address, then close.
+
+        pyftpdlib closes the listener at the first connection it keeps
+        (whoever connects first from the session's address gets the transfer:
+        plain FTP cannot tell two clients behind one address apart, see
+        FTPSERVER_TLS_REQUIRE_SESSION_REUSE for FTPS). A connection from
+        another address it answers with an unsolicited "425 Rejected data
+        connection" on the control channel, which the client then reads as
+        the reply to its next command (and every reply after it is off by
+        one): anyone able to reach the passive ports could break any
+        session. Here that connection is closed and logged, no reply, and the
+        listener goes on waiting for the session's own.
+        """
+        cmd = self.cmd_channel
+        if (
+            cmd.connected
+            and addr[0] != cmd.remote_ip
+            and not cmd.permit_foreign_addresses
+        ):
+            try:
+                sock.close()
+            except OSError:
+                pass
+            cmd.log(
+                f"Refused data connection from foreign address {addr[0]}:{addr[1]} "
+                f"(the session's address is {cmd.remote_ip}).",
+                logfun=logger.warning,
+            )
+            return
+        super().handle_accepted(sock, addr)
+
 
 if tls.available:
     from OpenSSL import SSL
@@ -312,13 +348,82 @@ if tls.available:
         handshake and shutdown run and then hand over to our read and close.
         """
 
-        # Set per server (tls.make_data_context): no session tickets.
+        # Set per server (tls.make_data_context): no session tickets; with
+        # require_session_reuse, the control connection's context.
         data_ssl_context = None
+        # Set per server (FTPSERVER_TLS_REQUIRE_SESSION_REUSE).
+        require_session_reuse = False
 
         def secure_connection(self, ssl_context):
             super().secure_connection(self.data_ssl_context or ssl_context)
 
+        def _handshake_pending(self):
+            return self._ssl_requested and not self._ssl_established
+
+        def send(self, data):
+            # pyftpdlib pushes a waiting download (or a listing) as soon as
+            # the connection is accepted, and OpenSSL's SSL_write() finishes
+            # a handshake in progress by itself and sends: 16 KiB went out
+            # before handle_ssl_established() could refuse the connection.
+            # Nothing is sent before the handshake is done and checked; the
+            # write events that follow run it (SSL mixin), then send.
+            if self._handshake_pending():
+                return 0
+            return super().send(data)
+
+        def handle_ssl_established(self):
+            # Called by pyftpdlib's SSL mixin once the handshake is done,
+            # before a byte of the transfer is sent or stored (see send()).
+            if self.require_session_reuse and not tls.resumes_session(
+                self.socket, self.cmd_channel.socket
+            ):
+                if tls.session_reused(self.socket):
+                    why = "it resumed another TLS session than the control connection's"
+                else:
+                    why = (
+                        "it did not resume the control connection's TLS session "
+                        "(a client that does not reuse sessions, or another client)"
+                    )
+                self.refuse(REUSE_REQUIRED, why)
+                return
+            super().handle_ssl_established()
+
+        def handle_failed_ssl_handshake(self):
+            # pyftpdlib answers "522 SSL handshake failed." at once, even when
+            # no transfer command waits for a reply (anyone who reaches the
+            # passive port first could put that in a session's replies).
+            self.refuse("522 SSL handshake failed.", "its TLS handshake failed")
+
+        def refuse(self, reply, why):
+            """Close this data connection; its transfer is answered ``reply``.
+
+            With a transfer command waiting, that command's final reply; else
+            the session's next transfer command gets it (see
+            ``refuse_next_transfer`` of the control handler) instead of
+            waiting for a data connection that cannot come: the passive
+            listener closed at this connection.
+            """
+            cmd = self.cmd_channel
+            peer = getattr(self, "addr", None)
+            where = f" from {peer[0]}:{peer[1]}" if peer else ""
+            cmd.log(
+                f"Refused TLS data connection{where}: {why}.", logfun=logger.warning
+            )
+            if self._initialized:
+                self.abort("aborted", reply)
+                return
+            refuse_next = getattr(cmd, "refuse_next_transfer", None)
+            if refuse_next is not None:
+                refuse_next(reply)
+            else:
+                cmd.respond(reply)  # a handler of pyftpdlib's: as it does
+            self.close()
+
         def recv(self, buffer_size):
+            if self._handshake_pending():
+                # As send(): SSL_read() would finish the handshake itself,
+                # and store what arrives before handle_ssl_established().
+                raise _RetryError
             try:
                 data = self.socket.recv(buffer_size)
             except SSL.WantReadError as err:

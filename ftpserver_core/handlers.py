@@ -8,6 +8,7 @@ authorizer and its worker pool; pyftpdlib's own classes are never modified.
 
 import logging
 import os
+import re
 import secrets
 
 from django.core.exceptions import ImproperlyConfigured
@@ -35,6 +36,9 @@ EXTRA_COMMANDS = {
 }
 
 UNAVAILABLE = "421 Service not available, try again later."
+
+# Commands that transfer over the data connection.
+TRANSFER_COMMANDS = frozenset(("RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"))
 
 # Login failures the defender scores: guessing, not the server's trouble.
 SCORED_LOGIN_FAILURES = frozenset(
@@ -168,14 +172,54 @@ class DjangoHandlerMixin:
         if defender is None or defender.should_record_refusal(self.remote_ip, reason):
             self.send_signal(signals.ftp_connection_refused, reason=reason)
         self._abandon_login()
-        if self._fileno not in self.ioloop.socket_map:
-            # Waiting off the loop (a login verdict, the failed-login delay):
-            # nothing can be sent from here, the connection just ends.
+        failed = self._auth_failed_call
+        if failed is not None:
+            # In the failed-login delay: the 421 replaces the 530.
+            self._auth_failed_call = None
+            failed.cancel()
+        elif self._fileno not in self.ioloop.socket_map:
+            # Off the loop for another reason (a HASH in a worker): nothing
+            # can be sent from here, the connection just ends.
             self.close()
             return
+        if self._fileno not in self.ioloop.socket_map:
+            self.add_channel()
         self._held_input = b""
-        self.respond(message, logfun=logger.info)
+        with self.reply_batch():
+            self.respond(message, logfun=logger.info)
+            if failed is not None:
+                self.on_login_failed(self._auth_failed_user, "")
         self.close_when_done()
+
+    # pyftpdlib schedules the delayed 530 of a failed login without keeping
+    # the call, so nothing can cancel it: a session closed meanwhile (a ban,
+    # a stop) got add_channel() on a closed socket. The same, kept.
+    _auth_failed_call = None
+    _auth_failed_user = ""
+
+    def handle_auth_failed(self, msg, password):
+        self.del_channel()
+        self._auth_failed_user = self.username
+        self._auth_failed_call = self.ioloop.call_later(
+            self.auth_failed_timeout,
+            self._auth_failed_reply,
+            self.username,
+            msg.capitalize() if msg else "Authentication failed.",
+            _errback=self.handle_error,
+        )
+        self.username = ""
+
+    def _auth_failed_reply(self, username, msg):
+        self._auth_failed_call = None
+        self.add_channel()
+        self.attempted_logins += 1
+        if self.attempted_logins >= self.max_login_attempts:
+            self.respond(f"530 {msg} Disconnecting.")
+            self.close_when_done()
+        else:
+            self.respond(f"530 {msg}")
+        self.log(f"USER '{username}' failed login.")
+        self.on_login_failed(username, "")
 
     def handle_max_cons(self):
         self._defender_told = True
@@ -198,11 +242,13 @@ class DjangoHandlerMixin:
         if self.defender is not None:
             self.defender.offend(self.remote_ip, "no_login")
         self.refuse(
-            "login_timeout", f"421 No login within {self.login_grace:g} seconds."
+            "login_timeout",
+            f"421 Login timeout: no login within {self.login_grace:g} s.",
         )
 
     def _abandon_login(self):
         """Forget a login in progress: no hash for a client that is gone."""
+        self._awaiting_verdict = False
         self._login_attempt = None
         task, self._login_task = self._login_task, None
         if task is not None:
@@ -227,6 +273,13 @@ class DjangoHandlerMixin:
             self._abandon_login()
             if self._grace is not None and not self._grace.cancelled:
                 self._grace.cancel()
+            failed, self._auth_failed_call = self._auth_failed_call, None
+            if failed is not None:
+                # Closed in the failed-login delay: the attempt is still
+                # recorded, before the disconnect.
+                failed.cancel()
+                self._held_input = b""
+                self.on_login_failed(self._auth_failed_user, "")
         super().close()
 
     def send_signal(self, signal, **kwargs):
@@ -257,6 +310,52 @@ class DjangoHandlerMixin:
             return
         super().respond(resp, logfun)
 
+    # Every reply line goes out through push(). A CR, LF or NUL of the
+    # client's (an unknown command echoed in its 500, a path) would cut the
+    # line: a client splitting at LF reads the rest as a reply the server
+    # never sent, and every later reply is off by one. Escaped as repr()
+    # does; the CRLF that ends each line stays.
+    _UNSAFE_IN_REPLY = re.compile(r"\r(?!\n)|(?<!\r)\n|\x00")
+    _ESCAPES = {"\r": "\\r", "\n": "\\n", "\x00": "\\x00"}
+
+    def push(self, data):
+        if isinstance(data, str) and ("\n" in data or "\r" in data or "\x00" in data):
+            data = self._UNSAFE_IN_REPLY.sub(lambda m: self._ESCAPES[m[0]], data)
+        super().push(data)
+
+    def push_with_producer(self, producer):
+        # STAT's listing: one line per file, whose name (from the disk, or
+        # made by a client with a LF in STOR's argument) may hold a line
+        # break that would end the 213 reply early.
+        lines = getattr(producer, "iterator", None)
+        if lines is not None:
+            producer.iterator = _reply_lines(lines)
+        super().push_with_producer(producer)
+
+    def _shutdown_connecting_dtp(self):
+        # PORT and EPRT are answered once their connection is made or
+        # fails. A PASV, PORT, ABOR, REIN or USER read before that (a
+        # pipelining client) closed the connection attempt and PORT was
+        # never answered: the client waited forever, or took the next
+        # reply for it.
+        connector = self._dtp_connector
+        pending = (
+            connector is not None
+            and not connector._closed
+            and self.ioloop.socket_map.get(connector._fileno) is connector
+        )
+        super()._shutdown_connecting_dtp()
+        if pending and not self._closed:
+            self.respond(
+                "425 Can't open data connection: cancelled by a later command."
+            )
+
+    def ftp_QUIT(self, line):
+        # A PORT still connecting gets its 425 before the goodbye (pyftpdlib
+        # closes the attempt after sending 221).
+        self._shutdown_connecting_dtp()
+        return super().ftp_QUIT(line)
+
     # --- commands
 
     # pyftpdlib answers "500 Command too long." each time 2048 more bytes of
@@ -277,16 +376,39 @@ class DjangoHandlerMixin:
             self._in_buffer_len = 0
             self._line_too_long = True
 
+    # While a login is checked, the session keeps reading, so a client that
+    # leaves is noticed and its login dropped before any hashing; the lines
+    # it sends meanwhile wait in _held_input (up to HELD_INPUT bytes, then
+    # reading pauses) and run, in order, after the verdict.
+    _awaiting_verdict = False
+    HELD_INPUT = 16384
+
+    def readable(self):
+        if self._awaiting_verdict and len(self._held_input) > self.HELD_INPUT:
+            return False
+        return super().readable()
+
     def found_terminator(self):
+        if self._awaiting_verdict:
+            if self._line_too_long:
+                # Replayed after the verdict, it gets its 500 in order.
+                self._line_too_long = False
+                line = b"X" * (self.MAX_LINE + 1)
+            else:
+                line = b"".join(self._in_buffer)
+            self._in_buffer = []
+            self._in_buffer_len = 0
+            self._held_input += line + b"\r\n"
+            return
         if not self._line_too_long:
             super().found_terminator()
             return
         self._line_too_long = False
         if self._idler is not None and not self._idler.cancelled:
             self._idler.reset()
+        self.respond_w_warning("500 Command too long.")
         if self.defender is not None:
             self.defender.offend(self.remote_ip, "abuse")
-        self.respond_w_warning("500 Command too long.")
 
     def ftp_USER(self, line):
         # A NUL or control character is no user name: refused before any
@@ -299,6 +421,12 @@ class DjangoHandlerMixin:
         super().ftp_USER(line)
 
     def pre_process_command(self, line, cmd, arg):
+        # asynchat hands over every line of a read, also those after a QUIT
+        # (or a refusal) that ended the session: they ran on a closed
+        # session (a traceback: its fs is gone) or, with the goodbye still
+        # being sent, for real (a DELE after QUIT). Nothing runs after it.
+        if self._closed or self._closing or self._quit_pending:
+            return
         try:
             super().pre_process_command(line, cmd, arg)
         except OutsideHome as exc:
@@ -335,8 +463,8 @@ class DjangoHandlerMixin:
             return
         in_flight[key] += 1
         self._login_slot = key
-        # Read no further commands until the verdict; the loop serves others.
-        self.del_channel()
+        # Run no further commands until the verdict; the loop serves others.
+        self._awaiting_verdict = True
         attempt = object()
         self._login_attempt = attempt
         delay = self.defender.login_delay(self.username)
@@ -367,7 +495,6 @@ class DjangoHandlerMixin:
         )
         if self._login_task is None:
             self._abandon_login()
-            self.add_channel()
             self._login_refused_busy(
                 "login_queue_full", "421 The server is busy; try again later."
             )
@@ -398,7 +525,7 @@ class DjangoHandlerMixin:
 
     def _login_unavailable(self):
         """Answer 421 (retry later): not a failed attempt, and no delay."""
-        self.add_channel()
+        self._awaiting_verdict = False
         self._login_failure = "database_unavailable"
         self._held_input = b""  # the session ends: nothing more is run
         with self.reply_batch():
@@ -422,7 +549,7 @@ class DjangoHandlerMixin:
         if reason == "database_unavailable":
             self._login_unavailable()
             return
-        self.add_channel()
+        self._awaiting_verdict = False
         if policy is not None:
             self.policy = policy
             self._ever_logged_in = True
@@ -436,18 +563,19 @@ class DjangoHandlerMixin:
             self._resume_input()
         else:
             self._login_failure = reason
-            if reason in SCORED_LOGIN_FAILURES and self.defender is not None:
-                self._defender_told = True
-                self.defender.login_failed(
-                    self.remote_ip,
-                    self.username,
-                    getattr(outcome, "unknown_user", False),
-                )
+            username = self.username
             # The same reply for every refusal: "this account requires TLS"
             # for the right password only would confirm a password that
             # crossed in clear (the audit has the reason). The password
             # never reaches a signal or a log.
             self.handle_auth_failed("", "")
+            if reason in SCORED_LOGIN_FAILURES and self.defender is not None:
+                # After the failure is pending: a ban it causes answers this
+                # very session 421 (and records its failed login).
+                self._defender_told = True
+                self.defender.login_failed(
+                    self.remote_ip, username, getattr(outcome, "unknown_user", False)
+                )
 
     def _resume_input(self):
         """Run the commands pipelined after PASS, now that it is answered."""
@@ -493,7 +621,7 @@ class DjangoHandlerMixin:
 
     def ftp_SITE_CHMOD(self, path, mode):
         # The home is the server's to set up: 777 on it would open it to every
-        # local user, and 000 would lock its owner out of its own files.
+        # local user, 000 would lock the server itself out of it.
         if os.path.realpath(path) == os.path.realpath(self.fs.root):
             self.respond(
                 f"550 {quoted(self.fs.sent_path(path))} is the home directory, "
@@ -783,6 +911,19 @@ class DjangoHandlerMixin:
         self.respond(f"200 {algorithm}")
 
 
+def _reply_lines(lines):
+    """Yield listing lines (bytes, each ending with CRLF) with no other line break."""
+    for line in lines:
+        body = line[:-2] if line.endswith(b"\r\n") else line
+        if b"\r" in body or b"\n" in body or b"\x00" in body:
+            body = (
+                body.replace(b"\r", b"\\r")
+                .replace(b"\n", b"\\n")
+                .replace(b"\x00", b"\\x00")
+            )
+        yield body + b"\r\n"
+
+
 class DjangoFTPHandler(DjangoHandlerMixin, FTPHandler):
     """Plain FTP handler with Django login and signals."""
 
@@ -799,6 +940,25 @@ if tls.available:
 
         dtp_handler = TLSDataChannel
         proto_cmds = {**TLS_FTPHandler.proto_cmds, **EXTRA_COMMANDS}
+
+        # The reply of a PROT P data connection the data channel refused
+        # before any transfer command came (TLSDataChannel.refuse): the
+        # session's next transfer gets it at once, instead of a 150 and a
+        # wait for a connection that cannot come (the listener has closed).
+        _refused_transfer = None
+
+        def refuse_next_transfer(self, reply):
+            self._refused_transfer = reply
+
+        def process_command(self, cmd, *args, **kwargs):
+            if cmd in ("PASV", "EPSV", "PORT", "EPRT"):
+                self._refused_transfer = None  # a new data connection
+            elif self._refused_transfer and cmd in TRANSFER_COMMANDS:
+                reply, self._refused_transfer = self._refused_transfer, None
+                self.respond(reply, logfun=logger.warning)
+                self.log_cmd(cmd, args[0] if args else "", int(reply[:3]), reply[4:])
+                return
+            super().process_command(cmd, *args, **kwargs)
 
 else:
 

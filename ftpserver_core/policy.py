@@ -201,7 +201,7 @@ def _render(template, username, group):
         # A row saved before the validators refused format tricks, which would
         # follow attributes or pad an empty group into "..".
         raise LoginRefused(
-            "home_unavailable", f"path template {template!r}: {exc}"
+            "home_unavailable", f"path template {template!r} {exc}"
         ) from None
     return template.format(username=username, group=group or "")
 
@@ -213,10 +213,11 @@ def _check_home(home):
         # The home is a real path, so a root reached through a link counts by
         # its real path too, as long as that is still a valid root.
         real = (os.path.realpath(root) for root in roots)
-        roots = (*roots, *(r for r in real if home_root_problem(r) is None))
+        real = (r for r in real if home_root_problem(r) is None)
+        roots = tuple(dict.fromkeys((*roots, *real)))
     problem = home_location_problem(home, roots)
     if problem is not None:
-        reason, expected = problem
+        _code, reason, expected = problem
         raise LoginRefused(
             "home_unavailable", f"{home!r} {reason}; expected {expected}"
         )

@@ -220,8 +220,9 @@ def verify(target, groups=True):
     """
     if not already(target):
         raise PrivilegeError(
-            f"The server should run as {target} but runs as {current()} "
-            f"(uids {os.getresuid()}, gids {os.getresgid()})."
+            f"The server should run as {target} with no way back, but its (real, "
+            f"effective, saved) uids are {os.getresuid()} and gids "
+            f"{os.getresgid()}."
         )
     extra = set(os.getgroups()) - target.groups if groups else ()
     if extra:
@@ -330,6 +331,23 @@ def access_problems(target, journal_directory, databases=(), tls_files=()):
                 "(which loads it before the drop)."
             )
     return problems
+
+
+def unreadable_code():
+    """Return the directories of Python code this process can no longer read.
+
+    Called after the drop. Modules already imported keep working, but one
+    imported later (a rare code path, a lazy import) would fail: Python
+    installed under /root (pyenv) is the usual cause.
+    """
+    import django
+
+    directories = {
+        os.path.dirname(os.__file__),  # the standard library
+        os.path.dirname(os.path.dirname(django.__file__)),  # site-packages
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # this project
+    }
+    return sorted(d for d in directories if not os.access(d, os.R_OK | os.X_OK))
 
 
 def _sqlite_path(settings_dict):

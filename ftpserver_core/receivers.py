@@ -106,7 +106,7 @@ def _ban_record(event, network, reason, by, remote_ip=None, duration=None):
         "reason": reason or "",
         "remote_ip": remote_ip or None,
         "duration": duration,
-        # Who decided: the node (automatic) or the admin user.
+        # An admin user's action names them; an automatic ban has the node.
         "username": (by or "")[:150],
         "node": audit.node_name(),
     }
@@ -119,7 +119,7 @@ def _banned(sender, network, reason="", server=None, by="", **kwargs):
         Event.BAN,
         network,
         reason,
-        by,
+        "" if server is not None else by,
         remote_ip=kwargs.get("remote_ip"),
         duration=kwargs.get("duration"),
     )

@@ -244,6 +244,19 @@ def test_one_bad_row_shows_its_error_and_nothing_is_imported_until_fixed(
             "Unknown home directory '/srv/nowhere'; expected the path of a home "
             "directory.",
         ),
+        # No home directory has an unsafe path (the validators see to it), so
+        # such a path is an unknown one, an error of its row, not a crash.
+        (
+            {"home_directory": "/"},
+            "home_directory",
+            "Unknown home directory '/'; expected the path of a home directory.",
+        ),
+        (
+            {"home_directory": "/srv/{username.__class__.__mro__}"},
+            "home_directory",
+            "Unknown home directory '/srv/{username.__class__.__mro__}'; expected "
+            "the path of a home directory.",
+        ),
         (
             {"permission": "elrz"},
             "permission",
@@ -414,7 +427,10 @@ def test_the_confirm_step_is_all_or_nothing_too(admin_client, world):
 
 
 def test_staff_users_passwords_need_the_change_user_permission(client, world):
-    User.objects.create_user("boss", password=PASSWORD, is_staff=True)
+    boss = User.objects.create_user("boss", password=PASSWORD, is_staff=True)
+    # A superuser gave boss an account; the clerk may update it, not boss's
+    # password.
+    FTPUserAccount.objects.create(user=boss, group=world.guests)
     clerk = User.objects.create_user("clerk", password="x", is_staff=True)
     clerk.user_permissions.add(
         *Permission.objects.filter(
@@ -431,12 +447,76 @@ def test_staff_users_passwords_need_the_change_user_permission(client, world):
             ]
         }
     }
-    # Without a password, the staff user gets an account and keeps it.
+    # Without a password, the account is updated and boss keeps theirs.
     content = csv_bytes(row(username="boss", group="staff"))
     confirm(client, preview(client, content))
-    boss = User.objects.get(username="boss")
+    boss.refresh_from_db()
     assert boss.check_password(PASSWORD)
     assert boss.ftp_account.group == world.staff
+
+
+def test_only_a_superuser_may_give_staff_an_account(client, admin_client, world):
+    # The attack: "root,,grpA" with a blank password keeps root's password, so
+    # root's admin password would log in over FTP.
+    User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    User.objects.create_user("boss", password=PASSWORD, is_staff=True)
+    clerk = User.objects.create_user("clerk", password="x", is_staff=True)
+    clerk.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=["add_ftpuseraccount", "change_ftpuseraccount", "change_user"]
+        )
+    )
+    client.force_login(clerk)
+    content = csv_bytes(
+        row(username="root", group="staff"),
+        row(username="boss", group="staff", password=PLAIN),
+        row(username="frank", group="staff", password=PLAIN),
+    )
+    before = counts()
+    response = preview(client, content)
+    message = (
+        "{!r} is a staff user or superuser: only a superuser may give them an FTP "
+        "account, which would accept their admin password over FTP. Pick a user "
+        "who is not staff, or ask a superuser."
+    )
+    assert row_errors(response) == {
+        1: {"username": [message.format("root")]},
+        2: {"username": [message.format("boss")]},
+    }
+    assert message.format("root") in html.unescape(response.content.decode())
+    assert counts() == before
+    # A superuser may.
+    response = confirm(admin_client, preview(admin_client, content))
+    assert messages_of(response) == [
+        "Import finished: 3 new, 0 updated, 0 deleted and 0 skipped FTP accounts."
+    ]
+    assert (
+        FTPUserAccount.objects.filter(
+            user__username__in=["root", "boss", "frank"]
+        ).count()
+        == 3
+    )
+    assert User.objects.get(username="root").check_password(PASSWORD)
+    assert User.objects.get(username="boss").check_password(PLAIN)
+
+
+def test_a_home_directory_saved_before_the_validators_is_a_row_error(
+    admin_client, world
+):
+    HomeDirectory.objects.create(path="/")  # objects.create runs no validator
+    before = counts()
+    response = preview(admin_client, csv_bytes(*three(world, home_directory="/")))
+    assert row_errors(response) == {
+        2: {
+            "home_directory": [
+                "The home directory '/' may not be used: Path '/' is the root "
+                "directory /; expected a directory such as /srv/ftp/{username}. Fix "
+                "its path first, or pick another home directory."
+            ]
+        }
+    }
+    assert response.context.get("confirm_form") is None
+    assert counts() == before
 
 
 # XLSX ---------------------------------------------------------------------------

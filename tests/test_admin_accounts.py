@@ -445,30 +445,56 @@ def test_add_form_runs_the_password_validators(admin_client, world, settings):
 
 def test_staff_user_password_needs_the_change_user_permission(client, world):
     boss = User.objects.create_user("boss", password=PASSWORD, is_staff=True)
+    # A superuser gave boss an account; the clerk may change the account, not
+    # boss's password.
+    account = FTPUserAccount.objects.create(user=boss, group=world.staff)
     clerk = staff_client_with(
         client,
         "add_ftpuseraccount",
         "change_ftpuseraccount",
         "view_ftpuseraccount",
     )
-    data = add_data(
-        existing_user=boss.pk,
-        group=world.staff.pk,
-        password1=NEW_PASSWORD,
-        password2=NEW_PASSWORD,
-    )
-    errors = errors_of(clerk.post(ADD, data))
-    assert any("'boss' is a staff user" in e for e in errors["password1"])
-    boss.refresh_from_db()
-    assert boss.check_password(PASSWORD)
-    # Without a password the account is created, the password kept.
-    data |= {"password1": "", "password2": ""}
-    assert clerk.post(ADD, data).status_code == 302
-    account = FTPUserAccount.objects.get(user=boss)
-    # ... and the password page refuses the staff user's password too.
     assert clerk.get(password_url(account)).status_code == 403
     clerk.user.user_permissions.add(Permission.objects.get(codename="change_user"))
     assert clerk.get(password_url(account)).status_code == 200
+
+
+STAFF_ACCOUNT_ERROR = (
+    "{!r} is a staff user or superuser: only a superuser may give them an FTP "
+    "account, which would accept their admin password over FTP. Pick a user who "
+    "is not staff, or ask a superuser."
+)
+
+
+def test_only_a_superuser_may_give_staff_an_ftp_account(client, admin_client, world):
+    boss = User.objects.create_user("boss", password=PASSWORD, is_staff=True)
+    chief = User.objects.create_superuser("chief", "chief@example.com", PASSWORD)
+    User.objects.create_user("frank")
+    # Even the permission to change users is not enough.
+    clerk = staff_client_with(
+        client, "add_ftpuseraccount", "change_ftpuseraccount", "change_user"
+    )
+    field = clerk.get(ADD).context["adminform"].form["existing_user"]
+    offered = {label for value, label in field.field.widget.choices if value}
+    assert offered == {"frank"}
+    for user in (boss, chief):
+        # A blank password keeps theirs: the admin password would log in.
+        response = clerk.post(
+            ADD, add_data(existing_user=user.pk, group=world.staff.pk)
+        )
+        assert errors_of(response) == {
+            "existing_user": [STAFF_ACCOUNT_ERROR.format(user.username)]
+        }
+    assert not FTPUserAccount.objects.exists()
+
+    field = admin_client.get(ADD).context["adminform"].form["existing_user"]
+    offered = {label for value, label in field.field.widget.choices if value}
+    assert offered == {"admin", "boss", "chief", "clerk", "frank"}
+    response = admin_client.post(
+        ADD, add_data(existing_user=boss.pk, group=world.staff.pk)
+    )
+    assert response.status_code == 302, errors_of(response)
+    assert FTPUserAccount.objects.get().user == boss
 
 
 def test_created_account_logs_in_over_ftp(admin_client, world, ftp_server):

@@ -442,6 +442,7 @@ def _expected(obj):
         "tls": obj.tls,
         "node": obj.node,
         "sha256": obj.sha256,
+        "network": obj.network,
     }
 
 
@@ -487,7 +488,7 @@ def test_export_xlsx(admin_client, rows):
     for r in records:
         for key in ("username", "group", "session_id", "ftp_path", "path"):
             r[key] = r[key] or ""
-        for key in ("ftp_path_to", "path_to", "reason", "node", "sha256"):
+        for key in ("ftp_path_to", "path_to", "reason", "node", "sha256", "network"):
             r[key] = r[key] or ""
     assert records == _db_rows(time__year=2026, time__month=3)
     assert all(isinstance(r["size"], int) for r in records if r["size"] is not None)

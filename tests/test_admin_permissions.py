@@ -3,18 +3,22 @@ permissions (``django.contrib.auth`` ``Permission`` objects), and nothing else.
 """
 
 import datetime
+import ftplib
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
 from ftpserver_core.models import (
     AuditEvent,
+    Ban,
     FTPUserAccount,
     FTPUserGroup,
     HomeDirectory,
+    NetworkRule,
 )
 
 INDEX = reverse("admin:index")
@@ -267,3 +271,191 @@ def test_the_dashboard_counts_todays_record_for_the_superuser(login, objects):
     )
     yesterday = today - datetime.timedelta(days=1)
     assert f"{yesterday:%a} {yesterday.day} {yesterday:%b %Y}: up 0\xa0bytes" in html
+
+
+# Account administrators and the admins' passwords --------------------------------
+
+
+def test_account_administrators_cannot_put_a_superuser_on_ftp(
+    login, objects, ftp_server
+):
+    """Issue 10, B: only a superuser may give a staff user or superuser an FTP
+    account, whose password would be their admin password."""
+    admin_password = "Adm1n-Passw0rd!"
+    root = get_user_model().objects.create_superuser(
+        "root", "root@example.com", admin_password
+    )
+    client = login(*ACCOUNT_PERMISSIONS)
+    refusal = (
+        "'root' is a staff user or superuser: only a superuser may give them an FTP "
+        "account, which would accept their admin password over FTP. Pick a user "
+        "who is not staff, or ask a superuser."
+    )
+    # The add form does not offer root, and refuses root posted anyway.
+    add = reverse("admin:ftpserver_core_ftpuseraccount_add")
+    assert f'<option value="{root.pk}">' not in page(client, add)
+    response = client.post(
+        add,
+        {
+            "existing_user": root.pk,
+            "group": objects["ftpusergroup"].pk,
+            "is_enabled": "on",
+            "require_tls": "unknown",
+            "rules-TOTAL_FORMS": "0",
+            "rules-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200, "the account was created"
+    assert response.context["adminform"].form.errors == {"existing_user": [refusal]}
+    # The import row of the issue: a blank password keeps root's.
+    columns = (
+        "username,email,group,home_directory,permission,is_enabled,expires_at,"
+        "require_tls,max_sessions,allowed_networks,password"
+    )
+    response = client.post(
+        reverse("admin:ftpserver_core_ftpuseraccount_import"),
+        {
+            "format": "0",
+            "import_file": SimpleUploadedFile(
+                "accounts.csv", f"{columns}\nroot,,staff,,,,,,,,\n".encode()
+            ),
+        },
+    )
+    assert response.status_code == 200
+    result = response.context["result"]
+    assert {r.number: r.field_specific_errors for r in result.invalid_rows} == {
+        1: {"username": [refusal]}
+    }
+    assert response.context.get("confirm_form") is None
+    assert not FTPUserAccount.objects.filter(user=root).exists()
+    # So root's admin password does not log in over FTP.
+    ftp = ftp_server().client()
+    try:
+        with pytest.raises(ftplib.error_perm, match="^530"):
+            ftp.login("root", admin_password)
+    finally:
+        ftp.close()
+
+
+# The defender: bans, the safelist and the blocklist --------------------------------
+
+# Each defender model, and a field its change form would edit.
+DEFENDER = {"ban": "note", "networkrule": "note"}
+DEFENDER_PERMISSIONS = [
+    f"{action}_{model}"
+    for model in DEFENDER
+    for action in ("view", "add", "change", "delete")
+]
+
+
+@pytest.fixture
+def defender_objects(db):
+    """An expired ban (which may be deleted), an active one and a rule."""
+    now = timezone.now()
+    return {
+        "ban": Ban.objects.create(
+            network="198.51.100.9/32",
+            reason="no_login",
+            created_by="ftp1",
+            expires_at=now - datetime.timedelta(hours=1),
+        ),
+        "active": Ban.objects.create(
+            network="203.0.113.7/32",
+            reason="failed_logins",
+            created_by="ftp1",
+            expires_at=now + datetime.timedelta(hours=1),
+        ),
+        "networkrule": NetworkRule.objects.create(
+            network="10.0.0.0/8", kind="safelist", note="office"
+        ),
+    }
+
+
+def test_others_do_not_see_the_defender(login, objects, defender_objects):
+    """Account administrators and audit viewers: no bans, no lists."""
+    for perms in (ACCOUNT_PERMISSIONS, ["view_auditevent"]):
+        client = login(*perms)
+        index = page(client, INDEX)
+        for name in DEFENDER:
+            assert changelist(name) not in index
+            assert client.get(changelist(name)).status_code == 403
+            assert client.get(url("change", defender_objects[name])).status_code == 403
+        client.logout()
+        get_user_model().objects.filter(username="delegate").delete()
+
+
+@pytest.mark.parametrize("name", list(DEFENDER))
+def test_defender_view_only_sees_read_only_pages_and_no_action(
+    login, defender_objects, name
+):
+    client = login("view_ban", "view_networkrule")
+    obj = defender_objects[name]
+    response = client.get(changelist(name))
+    assert response.status_code == 200
+    listed = response.content.decode()
+    assert url("change", obj) in listed
+    assert reverse(f"admin:ftpserver_core_{name}_add") not in listed
+    assert response.context["action_form"] is None
+    assert 'name="action"' not in listed
+    form = page(client, url("change", obj))
+    for button in SAVE_BUTTONS:
+        assert button not in form
+    assert f'name="{DEFENDER[name]}"' not in form
+    assert url("delete", obj) not in form
+
+
+@pytest.mark.parametrize("name", list(DEFENDER))
+def test_defender_view_only_cannot_change_add_delete_or_act(
+    login, defender_objects, name
+):
+    client = login("view_ban", "view_networkrule")
+    obj = defender_objects[name]
+    before = {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+    post = {DEFENDER[name]: "changed", "network": "0.0.0.0/0"}
+    assert client.post(url("change", obj), post).status_code == 403
+    assert client.get(url("delete", obj)).status_code == 403
+    assert client.post(url("delete", obj), {"post": "yes"}).status_code == 403
+    add = reverse(f"admin:ftpserver_core_{name}_add")
+    assert client.get(add).status_code == 403
+    assert client.post(add, post | {"kind": "blocklist"}).status_code == 403
+    actions = ["delete_selected", "lift_bans", "extend_bans", "make_permanent"]
+    for action in actions:
+        client.post(
+            changelist(name),
+            {
+                "action": action,
+                "_selected_action": [obj.pk],
+                "index": "0",
+                "post": "yes",
+            },
+        )
+    obj.refresh_from_db()
+    after = {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+    assert after == before
+    active = defender_objects["active"]
+    active.refresh_from_db()
+    assert active.lifted_at is None
+    assert not AuditEvent.objects.filter(event__in=["ban", "unban"]).exists()
+
+
+def test_defender_administrators_may_do_everything_but_delete_an_active_ban(
+    login, defender_objects
+):
+    client = login(*DEFENDER_PERMISSIONS)
+    index = page(client, INDEX)
+    for name in DEFENDER:
+        assert f'href="{changelist(name)}"' in index
+        add = reverse(f"admin:ftpserver_core_{name}_add")
+        assert add in page(client, changelist(name))
+        form = page(client, url("change", defender_objects[name]))
+        assert 'name="_save"' in form
+        assert f'name="{DEFENDER[name]}"' in form
+        assert url("delete", defender_objects[name]) in form
+    active = defender_objects["active"]
+    assert url("delete", active) not in page(client, url("change", active))
+    assert client.post(url("delete", active), {"post": "yes"}).status_code == 403
+    for name in DEFENDER:
+        obj = defender_objects[name]
+        assert client.post(url("delete", obj), {"post": "yes"}).status_code == 302
+        assert not type(obj).objects.filter(pk=obj.pk).exists()
+    assert Ban.objects.filter(pk=active.pk).exists()

@@ -13,6 +13,7 @@ import csv
 import ftplib
 import io
 import os
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -618,3 +619,81 @@ def test_the_import_preview_names_the_accounts(admin, tmp_path):
     assert [row[""] for row in preview] == ["New"] * 3, preview
     assert [row["username"] for row in preview] == list(IMPORTED), preview
     assert [row["email"] for row in preview] == ["erin@example.com", "", ""]
+
+
+# --- the defender: a manual ban, lifted ------------------------------------------------
+
+
+def ftp_greeting(server, expected, timeout=10):
+    """The server's first reply to a new connection, once it starts with
+    ``expected`` (the servers poll the bans about once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = ftplib.FTP(timeout=5)
+        try:
+            greeting = client.connect(server.host, server.port)
+        except ftplib.error_temp as refused:
+            greeting = str(refused)
+        finally:
+            client.close()
+        if greeting.startswith(expected) or time.monotonic() > deadline:
+            return greeting
+        time.sleep(0.2)
+
+
+def test_a_manual_ban_refuses_ftp_until_it_is_lifted(admin, ftp_server):
+    page = admin.page
+    server = ftp_server()
+    assert ftp_greeting(server, "220").startswith("220")
+
+    # Ban the address the FTP clients (and this browser) come from.
+    admin.goto("/admin/")
+    page.get_by_role("link", name="Bans", exact=True).first.click()
+    admin.assert_styled()
+    assert "Only bans that are over" in page.locator("#ban-help").inner_text()
+    page.click("#content .object-tools a.addlink")
+    admin.assert_styled()
+    assert page.locator("#content h1").inner_text() == "Add ban"
+    page.fill("#id_network", "127.0.0.1")
+    page.select_option("#id_duration", label="1 hour")
+    page.fill("#id_note", "testing the ban page")
+    admin.submit()
+    notes = admin.messages()
+    assert any(
+        "127.0.0.1/32 (manual)" in m and "added successfully" in m for m in notes
+    )
+    # The suite's settings safelist 127.0.0.1; the admin says what that means.
+    assert any("overlaps the safelist entry 127.0.0.1/32" in m for m in notes), notes
+    assert any("Your own address 127.0.0.1 is in 127.0.0.1/32" in m for m in notes)
+    assert column(admin, "Address or network") == ["127.0.0.1/32"]
+    assert column(admin, "Status") == ["active"]
+    assert column(admin, "Reason") == ["manual"]
+    assert column(admin, "Banned by") == [ADMIN_USER]
+    admin.screenshot("defender-bans")
+    greeting = ftp_greeting(server, "421")
+    assert greeting.startswith("421 Your address is banned"), greeting
+
+    # Lift it with the action: the list says so, FTP lets the address in.
+    page.check("#result_list tbody input.action-select")
+    page.select_option("select[name=action]", "lift_bans")
+    with page.expect_navigation():
+        page.click("button[name=index]")
+    admin.assert_styled()
+    assert any(m.startswith("Lifted 1 ban;") for m in admin.messages()), (
+        admin.messages()
+    )
+    assert column(admin, "Status") == ["lifted"]
+    assert column(admin, "Lifted by") == [ADMIN_USER]
+    assert ftp_greeting(server, "220").startswith("220")
+
+    # Both are in the audit trail, found by the network.
+    flush_audit()
+    admin.goto("/admin/ftpserver_core/auditevent/")
+    page.fill("#searchbar", "127.0.0.1/32")
+    with page.expect_navigation():
+        page.press("#searchbar", "Enter")
+    admin.assert_styled()
+    assert column(admin, "Event") == ["ban lifted", "ban"]
+    assert column(admin, "Result") == ["127.0.0.1/32: manual"] * 2
+    assert column(admin, "User") == [ADMIN_USER] * 2
+    assert AuditEvent.objects.filter(event="refused", reason="banned").exists()

@@ -2,6 +2,7 @@
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 from django.core import checks
@@ -328,3 +329,113 @@ def test_integrity_settings_are_checked(setting, value, check_id):
     error = only_error(**{setting: value})
     assert error.id == check_id
     assert repr(value) in error.msg
+
+
+# --- FTPSERVER_HOME_ROOTS and the home template rules of DEFAULT_HOME
+
+
+def test_home_roots_id_is_stable():
+    assert ERROR_IDS["HOME_ROOTS"] == "ftpserver_core.E014"
+
+
+@pytest.mark.parametrize(
+    "roots",
+    [
+        None,
+        ["/srv/ftp"],
+        ("/srv/ftp", "/home/ftp", "/var/ftp"),
+        [Path("/data/ftp")],
+        # A service's own directory below /var, chosen by the operator.
+        ["/var/lib/ftpadmin/homes"],
+    ],
+)
+def test_good_home_roots(roots):
+    assert ftp_issues(FTPSERVER_HOME_ROOTS=roots) == []
+
+
+@pytest.mark.parametrize(
+    ("roots", "message"),
+    [
+        (
+            "/srv/ftp",
+            "FTPSERVER_HOME_ROOTS: '/srv/ftp' is not a list; expected a list of "
+            "directories such as ['/srv/ftp'], or None.",
+        ),
+        (
+            [],
+            "FTPSERVER_HOME_ROOTS: [] allows no home at all; expected directories "
+            "such as ['/srv/ftp'], or None for no restriction.",
+        ),
+        (
+            ["/"],
+            "FTPSERVER_HOME_ROOTS: '/' is the whole file system; expected a "
+            "directory for FTP homes, such as /srv/ftp.",
+        ),
+        (
+            ["srv/ftp"],
+            "FTPSERVER_HOME_ROOTS: 'srv/ftp' is not absolute; expected a path "
+            "starting with /.",
+        ),
+        (
+            ["/srv/ftp/"],
+            "FTPSERVER_HOME_ROOTS: '/srv/ftp/' is not normalised; expected "
+            "'/srv/ftp' (no '.', '..', '//' nor trailing /).",
+        ),
+        (["/srv/../etc"], "'/srv/../etc' is not normalised; expected '/etc'"),
+        ([42], "FTPSERVER_HOME_ROOTS: 42 is not a path; expected a directory"),
+        (
+            ["/etc/ftp"],
+            "FTPSERVER_HOME_ROOTS: '/etc/ftp' is the system directory '/etc' or "
+            "inside it; expected a data directory such as /srv/ftp, or one of a "
+            "service's own below /var such as /var/lib/ftpadmin/homes.",
+        ),
+        (["/var"], "'/var' is the system directory '/var' or inside it"),
+        (["/var/lib"], "'/var/lib' is the system directory '/var' or inside it"),
+        (["/usr/local/ftp"], "'/usr/local/ftp' is the system directory '/usr'"),
+    ],
+)
+def test_bad_home_roots(roots, message):
+    error = only_error(FTPSERVER_HOME_ROOTS=roots)
+    assert error.id == "ftpserver_core.E014"
+    assert message in error.msg
+    assert "FTPSERVER_HOME_ROOTS" in error.hint
+
+
+def test_every_bad_home_root_is_reported():
+    issues = ftp_issues(FTPSERVER_HOME_ROOTS=["/srv/ftp", "/", "/etc/x"])
+    assert [i.id for i in issues] == ["ftpserver_core.E014"] * 2
+    assert "'/'" in issues[0].msg
+    assert "'/etc/x'" in issues[1].msg
+
+
+@pytest.mark.parametrize(
+    ("home", "says"),
+    [
+        ("/", "is the root directory /"),
+        ("/etc/{username}", "is inside the system directory '/etc'"),
+        ("/{username}", "is directly under /"),
+        ("/srv/{username}/..", "has a '..' component"),
+        ("/srv/{username.__class__.__mro__}", "reads an attribute or an item"),
+        ("/srv/{username:>300}", "with a format spec (:>300)"),
+    ],
+)
+def test_default_home_uses_the_home_template_rules(home, says):
+    error = only_error(FTPSERVER_DEFAULT_HOME=home)
+    assert error.id == "ftpserver_core.E009"
+    assert error.msg.startswith(f"FTPSERVER_DEFAULT_HOME = {home!r}: Path {home!r} ")
+    assert says in error.msg
+
+
+def test_default_home_must_be_inside_the_home_roots():
+    error = only_error(
+        FTPSERVER_DEFAULT_HOME="/home/{username}", FTPSERVER_HOME_ROOTS=["/srv/ftp"]
+    )
+    assert error.id == "ftpserver_core.E009"
+    assert "is outside FTPSERVER_HOME_ROOTS ['/srv/ftp']" in error.msg
+    assert (
+        ftp_issues(
+            FTPSERVER_DEFAULT_HOME="/srv/ftp/{username}",
+            FTPSERVER_HOME_ROOTS=["/srv/ftp"],
+        )
+        == []
+    )

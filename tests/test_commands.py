@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from ftpserver_core import signals
+from ftpserver_core import privileges, signals
 
 from .conftest import PASSWORD
 from .processes import (
@@ -155,6 +155,7 @@ def test_banner_plain_ftp(ftpserver_cmd):
         "Passive ports: any free port",
         "Masquerade address: none",
         "Worker processes: 1",
+        f"Running as: {privileges.current()}",
         "Quit the server with CONTROL-C.",
     ]
     # The announced port is the real one.

@@ -20,6 +20,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 from django.core import checks
@@ -84,9 +85,9 @@ class ReusingFTP_TLS(ftplib.FTP_TLS):  # noqa: N801
         return conn, size
 
 
-def ftps_client(live, username="alice", cls=ftplib.FTP_TLS, source="127.0.0.1"):
-    """An FTPS client logged in with PROT P, bound to ``source``."""
-    ftp = cls(context=client_context(), timeout=10, source_address=(source, 0))
+def ftps_client(live, username="alice", cls=ftplib.FTP_TLS):
+    """An FTPS client logged in with PROT P (binary type)."""
+    ftp = cls(context=client_context(), timeout=10)
     ftp.connect(live.host, live.port)
     ftp.auth()
     ftp.login(username, PASSWORD)
@@ -95,8 +96,8 @@ def ftps_client(live, username="alice", cls=ftplib.FTP_TLS, source="127.0.0.1"):
     return ftp
 
 
-def plain_client(live, source="127.0.0.1"):
-    ftp = ftplib.FTP(timeout=10, source_address=(source, 0))
+def plain_client(live):
+    ftp = ftplib.FTP(timeout=10)
     ftp.connect(live.host, live.port)
     ftp.login("alice", PASSWORD)
     ftp.voidcmd("TYPE I")
@@ -143,6 +144,17 @@ def download(conn):
     data = read_all(conn)
     conn.close()
     return data
+
+
+def stored(path):
+    """The content of a file a client wrote, b"" when it wrote none."""
+    return read(str(path)) if os.path.exists(path) else b""
+
+
+def retr(ftp, name):
+    data = io.BytesIO()
+    ftp.retrbinary(f"RETR {name}", data.write)
+    return data.getvalue()
 
 
 # --- the passive listener, plain FTP
@@ -200,8 +212,9 @@ def test_plain_ftp_same_address_cannot_take_a_second_transfer(live_ftp, alice):
     address = passive_port(victim)
     conn = connect(address)
     assert started(victim.sendcmd("RETR secret.bin"))
-    assert refused(address)
-    assert download(conn) == SECRET
+    first = conn.recv(1000)  # the server has accepted the connection
+    assert first and refused(address)
+    assert first + download(conn) == SECRET
     assert victim.voidresp().startswith("226 ")
     victim.quit()
 
@@ -234,6 +247,25 @@ def test_ftps_without_session_reuse_a_stranger_takes_the_transfer(
     victim.quit()
 
 
+def test_failed_data_handshake_answers_the_next_transfer(ftp_server, tls_cert, alice):
+    """A stranger that sends no TLS to a session's passive port: pyftpdlib
+    answered "522 SSL handshake failed." at once, a reply to nothing, and
+    the session's replies were one off from then on."""
+    live = ftp_server(certfile=tls_cert.certfile, keyfile=tls_cert.keyfile)
+    victim = ftps_client(live)
+    address = passive_port(victim)
+    stranger = connect(address)
+    stranger.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    read_all(stranger)  # the server hung up: the handshake failed
+    stranger.close()
+    with pytest.raises(ftplib.error_perm) as info:
+        victim.sendcmd("RETR secret.bin")
+    assert str(info.value) == "522 SSL handshake failed."
+    assert victim.sendcmd("NOOP").startswith("200 ")
+    assert retr(victim, "secret.bin") == SECRET
+    victim.quit()
+
+
 def test_reuse_refuses_a_stranger_before_the_transfer_command(
     reuse_ftp, alice, recorder, caplog
 ):
@@ -251,9 +283,9 @@ def test_reuse_refuses_a_stranger_before_the_transfer_command(
     assert retr(victim, "secret.bin") == SECRET
     victim.quit()
     assert len(recorder.wait_for("ftp_file_sent")) == 1
-    assert any(
-        "did not resume" in record.getMessage() for record in caplog.records
-    ), [r.getMessage() for r in caplog.records]
+    assert any("did not resume" in record.getMessage() for record in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 def test_reuse_refuses_a_stranger_after_the_transfer_command(
@@ -270,6 +302,92 @@ def test_reuse_refuses_a_stranger_after_the_transfer_command(
     (incomplete,) = recorder.wait_for("ftp_file_sent_incomplete")
     assert (incomplete["ftp_path"], incomplete["size"]) == ("/secret.bin", 0)
     assert victim.sendcmd("NOOP").startswith("200 ")
+    victim.quit()
+
+
+class HeldHandshake:
+    """A TLS client over a socket whose last handshake flight (its Finished)
+    is held until ``finish()``: a stranger's connection made ready to
+    complete at a moment of the test's choosing."""
+
+    def __init__(self, address):
+        self.sock = connect(address)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = client_context().wrap_bio(self.incoming, self.outgoing)
+        self._step()
+        self.sock.sendall(self.outgoing.read())  # ClientHello
+        while not self.outgoing.pending:  # until the server's flight is read
+            data = self.sock.recv(65536)
+            assert data, "the server hung up during the handshake"
+            self.incoming.write(data)
+            self._step()
+        self.finished = self.outgoing.read()
+
+    def _step(self):
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+
+    def finish(self):
+        self.sock.sendall(self.finished)
+
+    def read_all(self):
+        """What arrives after the handshake, until the server closes."""
+        data = []
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.incoming.write_eof()
+            else:
+                self.incoming.write(chunk)
+            try:
+                self._step()
+                while piece := self.tls.read(65536):
+                    data.append(piece)
+            except ssl.SSLWantReadError:
+                if chunk:
+                    continue
+                break
+            except ssl.SSLError:  # close_notify, EOF or an alert: the end
+                break
+            if not chunk:
+                break
+        self.sock.close()
+        return b"".join(data)
+
+
+def pause_loop(live, seconds):
+    """Hold the server's IO loop for ``seconds``; return once it is held."""
+    held = threading.Event()
+
+    def hold():
+        held.set()
+        time.sleep(seconds)
+
+    live.server.worker_pool.call_soon(hold)
+    assert held.wait(10)
+
+
+def test_reuse_nothing_is_sent_before_the_handshake_is_checked(reuse_ftp, alice):
+    """The stranger's Finished and the session's RETR reach the server
+    together: pyftpdlib pushes the file at once and OpenSSL's SSL_write()
+    completes the pending handshake by itself and sends the first 16 KiB,
+    before the session reuse could be checked."""
+    victim = ftps_client(reuse_ftp, cls=ReusingFTP_TLS)
+    address = passive_port(victim)
+    stranger = HeldHandshake(address)
+    pause_loop(reuse_ftp, 1.0)
+    victim.putcmd("RETR secret.bin")  # ready first, so handled first
+    stranger.finish()
+    assert stranger.read_all() == b""
+    assert victim.getresp().startswith("125 ")
+    with pytest.raises(ftplib.error_perm) as info:
+        victim.voidresp()
+    assert str(info.value) == REUSE_REPLY
     victim.quit()
 
 
@@ -312,18 +430,14 @@ def test_reuse_refuses_a_stranger_planting_an_upload(reuse_ftp, alice, recorder)
     with pytest.raises(ftplib.error_perm) as info:
         victim.voidresp()
     assert str(info.value) == REUSE_REPLY
-    assert not os.path.exists(os.path.join(alice.home_path, "report.txt"))
-    recorder.wait_for("ftp_file_received_incomplete")
+    # Direct uploads leave what was stored of an incomplete one: nothing.
+    assert read(os.path.join(alice.home_path, "report.txt")) == b""
+    (incomplete,) = recorder.wait_for("ftp_file_received_incomplete")
+    assert (incomplete["size"], incomplete["reason"]) == (0, "aborted")
     victim.quit()
 
 
 # --- with the option on, clients that reuse sessions work, ftplib does not
-
-
-def retr(ftp, name):
-    data = io.BytesIO()
-    ftp.retrbinary(f"RETR {name}", data.write)
-    return data.getvalue()
 
 
 def test_reuse_pins_both_channels_to_tls12(reuse_ftp, alice):
@@ -349,15 +463,24 @@ def test_reuse_reusing_ftplib_uploads_downloads_lists(reuse_ftp, alice):
 
 
 def test_reuse_refuses_ftplib_with_the_reply(reuse_ftp, alice):
-    ftp = ftps_client(reuse_ftp)
-    conn = ftp.transfercmd("RETR secret.bin")
-    assert download(conn) == b""
+    ftp = ftps_client(reuse_ftp)  # ftplib: a full handshake per data connection
+    for transfer in (lambda: retr(ftp, "secret.bin"), ftp.nlst):
+        with pytest.raises(ftplib.error_perm) as info:
+            transfer()
+        assert str(info.value) == REUSE_REPLY
+        # The refused connection leaves the session usable.
+        assert ftp.sendcmd("NOOP").startswith("200 ")
+    # An upload is refused too; ftplib's storbinary() then fails writing
+    # (SSLEOFError) before it reads the reply, so read it here.
+    conn = ftp.transfercmd("STOR up.bin")
+    with pytest.raises(OSError):
+        conn.sendall(b"x" * 1_000_000)
+    conn.close()
     with pytest.raises(ftplib.error_perm) as info:
         ftp.voidresp()
     assert str(info.value) == REUSE_REPLY
-    # The refused connection left the session usable.
-    assert ftp.sendcmd("NOOP").startswith("200 ")
     ftp.quit()
+    assert read(os.path.join(alice.home_path, "up.bin")) == b""
 
 
 # --- real clients that reuse sessions: lftp and curl
@@ -423,22 +546,28 @@ def test_reuse_curl_uploads_downloads_lists(reuse_ftp, alice, tmp_path):
     assert "secret.bin" in done.stdout.decode().split()
 
 
-def test_reuse_curl_without_session_reuse_is_refused(reuse_ftp, alice, tmp_path):
-    done = curl(
-        "--ssl-reqd",
-        "-k",
-        "--no-sessionid",
-        "-u",
-        f"alice:{PASSWORD}",
-        "-o",
-        str(tmp_path / "out.bin"),
-        f"ftp://127.0.0.1:{reuse_ftp.port}/secret.bin",
+def test_reuse_clients_told_not_to_reuse_are_refused(reuse_ftp, alice, tmp_path):
+    url = f"ftp://127.0.0.1:{reuse_ftp.port}/"
+    auth = ["--ssl-reqd", "-k", "--no-sessionid", "-u", f"alice:{PASSWORD}"]
+    done = curl(*auth, "-o", str(tmp_path / "out.bin"), url + "secret.bin")
+    assert (done.returncode, done.stderr) == (19, b"curl: (19) RETR response: 522\n")
+    source = tmp_path / "up.bin"
+    source.write_bytes(b"up")
+    done = curl(*auth, "-T", str(source), url + "up.bin")
+    assert (done.returncode, done.stderr) == (
+        25,
+        b"curl: (25) Failed FTP upload: 522\n",
     )
-    assert done.returncode != 0
-    assert b"522" in done.stderr or not (tmp_path / "out.bin").exists(), done.stderr
-    assert not (tmp_path / "out.bin").exists() or (
-        (tmp_path / "out.bin").read_bytes() != SECRET
+    done = run_lftp(
+        reuse_ftp,
+        f"set ftp:ssl-copy-sid no; get secret.bin -o {tmp_path / 'lftp.bin'}",
+        LFTP_TLS,
+        "alice",
+        PASSWORD,
     )
+    assert done.returncode == 1
+    assert REUSE_REPLY.encode() in done.stderr, done.stderr
+    assert stored(tmp_path / "out.bin") == stored(tmp_path / "lftp.bin") == b""
 
 
 def test_reuse_stranger_racing_lftp_gets_nothing(reuse_ftp, alice, tmp_path):
@@ -452,8 +581,8 @@ def test_reuse_stranger_racing_lftp_gets_nothing(reuse_ftp, alice, tmp_path):
         # The stranger learns the port the moment the server listens on it
         # (a real one scans the passive range); its TCP connection is in the
         # accept queue before the server even answers lftp's PASV.
-        def __init__(self, cmd_channel, extmode=False):
-            super().__init__(cmd_channel, extmode)
+        def listen(self, num):
+            super().listen(num)
             sock = connect(self.socket.getsockname()[:2])
             thread = threading.Thread(target=steal, args=(sock,), daemon=True)
             thieves.append(thread)
@@ -462,8 +591,8 @@ def test_reuse_stranger_racing_lftp_gets_nothing(reuse_ftp, alice, tmp_path):
     def steal(sock):
         try:
             conn = client_context().wrap_socket(sock)
-        except OSError:
-            stolen.append(b"")
+        except OSError as exc:
+            stolen.append(repr(exc).encode())
             return
         stolen.append(read_all(conn))
         conn.close()
@@ -482,32 +611,31 @@ def test_reuse_stranger_racing_lftp_gets_nothing(reuse_ftp, alice, tmp_path):
     for thread in thieves:
         thread.join(10)
     assert thieves and stolen == [b""] * len(thieves), [len(d) for d in stolen]
+    # lftp fails: either its own connection is refused (the listener took
+    # the stranger's) or it reads the 522 first.
     assert done.returncode != 0
-    assert b"522" in done.stderr, done.stderr
-    assert not os.path.exists(tmp_path / "got.bin") or read(
-        str(tmp_path / "got.bin")
-    ) != SECRET
+    assert stored(tmp_path / "got.bin") != SECRET
 
 
 # --- the setting
 
 
-def ftp_errors(**settings):
+def reuse_errors(**settings):
     with override_settings(**settings):
         issues = checks.run_checks(include_deployment_checks=False)
-    return [i for i in issues if (i.id or "").startswith("ftpserver_core.E")]
+    return [i for i in issues if i.id == ERROR_IDS["TLS_REQUIRE_SESSION_REUSE"]]
 
 
 def test_setting_is_checked(tls_cert):
     assert ERROR_IDS["TLS_REQUIRE_SESSION_REUSE"] == "ftpserver_core.E013"
-    assert ftp_errors(FTPSERVER_TLS_REQUIRE_SESSION_REUSE=True) == []
-    (error,) = ftp_errors(FTPSERVER_TLS_REQUIRE_SESSION_REUSE="yes")
+    assert reuse_errors(FTPSERVER_TLS_REQUIRE_SESSION_REUSE=True) == []
+    (error,) = reuse_errors(FTPSERVER_TLS_REQUIRE_SESSION_REUSE="yes")
     assert error.id == "ftpserver_core.E013"
     assert error.msg == (
         "FTPSERVER_TLS_REQUIRE_SESSION_REUSE: 'yes' is not valid; expected True "
         "or False."
     )
-    (error,) = ftp_errors(
+    (error,) = reuse_errors(
         FTPSERVER_TLS_REQUIRE_SESSION_REUSE=True, FTPSERVER_TLS_MIN_VERSION="TLSv1.3"
     )
     assert error.id == "ftpserver_core.E013"

@@ -223,7 +223,9 @@ def test_from_settings_defaults():
     assert options.handler is DjangoFTPHandler
     assert options.timeout == DEFAULTS["TIMEOUT"]
     assert options.max_connections == DEFAULTS["MAX_CONNECTIONS"]
-    assert options.max_connections_per_ip is None
+    assert options.max_connections_per_ip == 20
+    assert options.logins_per_address == DEFAULTS["LOGINS_PER_ADDRESS"]
+    assert options.login_grace == DEFAULTS["LOGIN_GRACE"]
     assert options.banner == DEFAULTS["BANNER"]
     assert options.pidfile is None
 
@@ -248,7 +250,7 @@ def test_from_settings_reads_tests_settings():
         ("port", "FTPSERVER_PORT", 2200, 2300, 2121),
         ("host", "FTPSERVER_HOST", "0.0.0.0", "::1", "127.0.0.1"),
         ("max_connections", "FTPSERVER_MAX_CONNECTIONS", 10, "3", 512),
-        ("max_connections_per_ip", "FTPSERVER_MAX_CONNECTIONS_PER_IP", 4, "2", None),
+        ("max_connections_per_ip", "FTPSERVER_MAX_CONNECTIONS_PER_IP", 4, "2", 20),
         (
             "masquerade_address",
             "FTPSERVER_MASQUERADE_ADDRESS",

@@ -425,6 +425,59 @@ def test_non_recursive_rule_falls_through_to_less_specific_rule(tree):
     assert policy.permission_for(os.path.join(sub, "deeper", "f")) == "el"
 
 
+def test_rules_are_decided_on_the_real_path(tree):
+    acc, home = tree
+    DirectoryRule.objects.create(
+        account=acc, path="incoming", permission="elrwdf", recursive=True
+    )
+    incoming = os.path.join(home, "incoming")
+    os.symlink(incoming, os.path.join(home, "alias"))
+    os.symlink(os.path.join(incoming, "file"), os.path.join(home, "flink"))
+    os.symlink(os.path.join(home, "incoming2"), os.path.join(incoming, "out"))
+    policy = policy_of(acc)
+    alias = os.path.join(home, "alias")
+    # Through a link: the rule of where it leads.
+    assert policy.permission_for(alias) == "elrwdf"
+    assert policy.has_perm("alice", "w", os.path.join(alias, "new"))
+    assert policy.has_perm("alice", "w", os.path.join(alias, "sub", "new"))
+    assert policy.has_perm("alice", "w", os.path.join(home, "flink"))
+    assert not policy.has_perm("alice", "w", os.path.join(home, "new"))
+    assert not policy.has_perm("alice", "w", os.path.join(incoming, "out", "new"))
+    # DELE, RMD, RNFR, RNTO act on the entry: decided where it lies.
+    assert policy.permission_for(alias, entry=True) == "elr"
+    for letter in "df":
+        assert policy.has_perm("alice", letter, os.path.join(alias, "file"))
+        assert policy.has_perm("alice", letter, os.path.join(incoming, "out"))
+        assert not policy.has_perm("alice", letter, os.path.join(home, "flink"))
+        assert not policy.has_perm("alice", letter, alias)
+
+
+def test_rule_on_a_link_is_resolved(tree):
+    acc, home = tree
+    os.symlink(os.path.join(home, "incoming"), os.path.join(home, "alias"))
+    DirectoryRule.objects.create(account=acc, path="alias", permission="elrw")
+    policy = policy_of(acc)
+    (rule,) = policy.rules
+    assert rule.path == os.path.join(home, "incoming")
+    assert rule.template == "alias"
+    assert policy.has_perm("alice", "w", os.path.join(home, "incoming", "new"))
+
+
+def test_paths_are_not_resolved_without_rules(tree, monkeypatch):
+    # has_perm runs on every command: without rules it must not touch the disk.
+    acc, home = tree
+    policy = policy_of(acc)
+
+    def realpath(path):
+        raise AssertionError(f"realpath({path!r}) without rules")
+
+    monkeypatch.setattr(os.path, "realpath", realpath)
+    for letter in "rwdf":
+        assert policy.has_perm("alice", letter, os.path.join(home, "f")) is (
+            letter == "r"
+        )
+
+
 def test_empty_rule_permission_denies_everything(tree):
     acc, home = tree
     DirectoryRule.objects.create(
@@ -722,11 +775,18 @@ def test_directory_rule_full_clean_refuses_escaping_path(root):
 
 
 @pytest.mark.parametrize(
-    "value",
-    ["/srv/ftp", "/srv/ftp/{username}", "/srv/{group}/{username}", "/", "/{username}"],
+    "value", ["/srv/ftp", "/srv/ftp/{username}", "/srv/{group}/{username}"]
 )
 def test_validate_path_template_accepts(value):
     validate_path_template(value)
+
+
+@pytest.mark.parametrize("value", ["/", "/{username}"])
+def test_validate_path_template_refuses_slash_and_top_level(value):
+    # More in test_homes.py.
+    with pytest.raises(ValidationError) as info:
+        validate_path_template(value)
+    assert info.value.code == "unsafe_home"
 
 
 @pytest.mark.parametrize(

@@ -44,13 +44,14 @@ def protected(make_account):
     """
     account = make_account(
         "alice",
-        permission="elradfmw",
+        permission=ALL,
         rules=[{"path": "in", "permission": "elr", "recursive": True}],
     )
     home = account.home_path
     os.makedirs(os.path.join(home, "in", "sub"))
     _write(os.path.join(home, "in", "file"), b"protected")
     os.chmod(os.path.join(home, "in", "file"), 0o644)
+    os.utime(os.path.join(home, "in", "file"), (1_000_000_000, 1_000_000_000))
     _write(os.path.join(home, "mine.txt"), b"mine")
     os.symlink(os.path.join(home, "in"), os.path.join(home, "alias"))
     os.symlink("in", os.path.join(home, "rel"))
@@ -62,6 +63,7 @@ def _in_untouched(home, before):
     assert _snapshot(os.path.join(home, "in")) == before
     assert _read(os.path.join(home, "in", "file")) == b"protected"
     assert _mode(os.path.join(home, "in", "file")) == 0o644
+    assert os.path.getmtime(os.path.join(home, "in", "file")) == 1_000_000_000
     assert _read(os.path.join(home, "mine.txt")) == b"mine"
 
 
@@ -78,6 +80,7 @@ def test_nothing_written_into_protected_dir_through_link(live_ftp, protected, li
     assert _reply(ftp.rmd, f"{link}/sub") == DENIED
     assert _reply(ftp.sendcmd, f"SITE CHMOD 777 {link}/file") == DENIED
     assert _reply(ftp.sendcmd, f"SITE CHMOD 777 {link}/sub") == DENIED
+    assert _reply(ftp.sendcmd, f"MFMT 20200101000000 {link}/file") == DENIED
     ftp.cwd(link)
     assert _stor(ftp, "cwd.txt") == DENIED
     ftp.quit()
@@ -108,6 +111,7 @@ def test_nothing_changed_through_link_to_protected_file(live_ftp, protected):
     assert _stor(ftp, "flink", b"overwritten") == DENIED
     assert _appe(ftp, "flink") == DENIED
     assert _reply(ftp.sendcmd, "SITE CHMOD 777 flink") == DENIED
+    assert _reply(ftp.sendcmd, "MFMT 20200101000000 flink") == DENIED
     # Reading is what the rule grants.
     data = io.BytesIO()
     ftp.retrbinary("RETR flink", data.write)
@@ -146,7 +150,7 @@ def test_rule_on_a_linked_directory_covers_both_ways_in(live_ftp, make_account):
     """A rule whose directory is itself a link protects where the link leads."""
     account = make_account(
         "alice",
-        permission="elradfmw",
+        permission=ALL,
         rules=[{"path": "pub", "permission": "elr", "recursive": True}],
     )
     home = account.home_path
@@ -198,7 +202,7 @@ def test_home_mode_cannot_be_changed(live_ftp, make_account, cwd, path):
     os.mkdir(os.path.join(home, "sub"))
     os.symlink(home, os.path.join(home, "self"))
     os.symlink("..", os.path.join(home, "sub", "home"))
-    os.chmod(home, 0o750)
+    os.chmod(home, 0o700)
     ftp = live_ftp.client("bob")
     ftp.cwd(cwd)
     with pytest.raises(ftplib.error_perm) as info:
@@ -207,10 +211,10 @@ def test_home_mode_cannot_be_changed(live_ftp, make_account, cwd, path):
         f'550 "{path}" is the home directory, whose mode cannot be changed.'
     )
     # Everything below the home still can.
-    assert ftp.sendcmd("SITE CHMOD 700 /sub").startswith("200")
+    assert ftp.sendcmd("SITE CHMOD 750 /sub").startswith("200")
     ftp.quit()
-    assert _mode(home) == 0o750
-    assert _mode(os.path.join(home, "sub")) == 0o700
+    assert _mode(home) == 0o700
+    assert _mode(os.path.join(home, "sub")) == 0o750
 
 
 # --- LIST shows link targets as the client sees them

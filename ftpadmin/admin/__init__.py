@@ -1,4 +1,4 @@
-"""Admin pages: FTP home directories, groups, accounts and the audit trail."""
+"""Admin pages: FTP home directories, groups, accounts, the audit trail, the defender."""
 
 from .accounts import (  # noqa: F401
     DirectoryRuleInline,
@@ -7,4 +7,5 @@ from .accounts import (  # noqa: F401
     HomeDirectoryAdmin,
 )
 from .audit import AuditEventAdmin  # noqa: F401
+from .defender import BanAdmin, NetworkRuleAdmin  # noqa: F401
 from .users import FTPAccountInline  # noqa: F401

@@ -5,6 +5,7 @@ import re
 
 from django.contrib import admin
 from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -20,10 +21,12 @@ from ftpadmin.formats import CSV, XLSX
 from ftpadmin.list_filters import GroupListFilter, SessionListFilter, UserListFilter
 from ftpadmin.paginators import CappedCountPaginator
 from ftpadmin.resources import AuditEventResource
-from ftpserver_core.models import AuditEvent
+from ftpserver_core.models import AuditEvent, normalize_network
 
 # Part of an IPv4 or IPv6 address: hex digits with a dot or a colon.
 _PARTIAL_IP = re.compile(r"[0-9A-Fa-f]*[.:][0-9A-Fa-f.:]*")
+# The records that carry a network.
+_BAN_EVENTS = [AuditEvent.Event.BAN, AuditEvent.Event.UNBAN]
 
 
 @admin.register(AuditEvent)
@@ -52,7 +55,8 @@ class AuditEventAdmin(ExportActionMixin, admin.ModelAdmin):
     search_fields = ["username", "remote_ip", "ftp_path"]
     search_help_text = _(
         "User name, client IP or path (part of it; case-sensitive). A whole IP "
-        "address finds that client's records."
+        "address finds that client's records; a network (198.51.100.0/24, "
+        "203.0.113.7/32) finds its bans and lifted bans."
     )
     date_hierarchy = "time"
     # Sorting a million rows by any other column reads them all (1.7 s on
@@ -93,6 +97,16 @@ class AuditEventAdmin(ExportActionMixin, admin.ModelAdmin):
                 match = Q(username__contains=term) | Q(ftp_path__contains=term)
                 if _PARTIAL_IP.fullmatch(term):
                     match |= Q(remote_ip__contains=term)
+                elif "/" in term:
+                    # A network (198.51.100.0/24) finds its ban records too.
+                    # Not a whole address: OR-ing the (remote_ip, time) index
+                    # with another would sort all of a client's records.
+                    try:
+                        network = normalize_network(term)
+                    except ValidationError:
+                        pass
+                    else:
+                        match |= Q(event__in=_BAN_EVENTS, network=network)
             queryset = queryset.filter(match)
         return queryset, False
 
@@ -141,6 +155,11 @@ class AuditEventAdmin(ExportActionMixin, admin.ModelAdmin):
 
     @admin.display(description=_("result"))
     def result(self, obj):
+        if obj.network:
+            # A ban or a lifted ban: the network, and why it was banned.
+            if obj.reason:
+                return f"{obj.network}: {obj.reason}"
+            return obj.network
         if obj.success:
             return _("ok")
         return obj.reason or _("failed")

@@ -60,6 +60,7 @@ class AuditEventResource(resources.ModelResource):
             "tls",
             "node",
             "sha256",
+            "network",
         )
         export_order = fields
         chunk_size = 2000

@@ -254,6 +254,11 @@ class Defender:
             )
             if active:
                 known = previous.get(network)
+                current = self.bans.get(network)
+                if current is not None and _outlasts(current, view):
+                    # Two bans of one network (two nodes at once, an admin's
+                    # on top): the longer one is enforced.
+                    continue
                 self.bans.set(network, view)
                 self.offences[network] = max(
                     self.offences.get(network, 0), view["offence"]
@@ -263,6 +268,8 @@ class Defender:
                 current = self.bans.get(network)
                 if current is not None and current["id"] in (None, view["id"]):
                     self.bans.discard(network)
+                    # Another active ban of the network may be in the table.
+                    self.store.reload_soon()
         rules = changes.get("rules")
         if rules is not None:
             self.safelist = NetworkMap(
@@ -275,3 +282,12 @@ class Defender:
             refuse_more = True
         if refuse_more:
             self.close_refused_sessions()
+
+
+def _outlasts(current, view):
+    """True when the ``current`` ban lasts at least as long as ``view``'s."""
+    if current.get("id") == view["id"]:
+        return False  # the same row, changed (extended, shortened)
+    if current["expires"] is None:
+        return True
+    return view["expires"] is not None and current["expires"] >= view["expires"]

@@ -59,6 +59,7 @@ class BanStore:
         self._seen = {}  # ban id -> changed_at already delivered
         self._rules_stamp = None
         self._polls = 0
+        self._full_requested = False
         self._failing = False
 
     def start(self):
@@ -108,24 +109,40 @@ class BanStore:
     def _sync(self):
         from ..models import Ban
 
-        changes = {}
+        changes = {"bans": []}
         self._insert_new(changes)
         now = timezone.now()
-        if self._since is None or self._polls % FULL_RELOAD == 0:
-            changes.update(self._full_load(now))
+        full = (
+            self._since is None
+            or self._full_requested
+            or (self._polls % FULL_RELOAD == 0)
+        )
+        self._full_requested = False
+        if full:
+            loaded = self._full_load(now)
+            changes["bans"] += loaded.pop("bans")
+            changes.update(loaded)
         else:
             rows = Ban.objects.filter(changed_at__gte=self._since - OVERLAP)
             bans = [ban for ban in rows if self._seen.get(ban.pk) != ban.changed_at]
             for ban in bans:
                 self._seen[ban.pk] = ban.changed_at
-            if bans:
-                changes["bans"] = [ban_view(ban) for ban in bans]
+            changes["bans"] += [ban_view(ban) for ban in bans]
         self._since = now
         self._polls += 1
-        rules = self._rules_if_changed()
+        # Rules by their (count, newest change) stamp each poll, and in full
+        # with the bans: a change stamped by a node whose clock is behind
+        # does not move the newest change.
+        rules = self._rules_if_changed(force=full)
         if rules is not None:
             changes["rules"] = rules
+        if not changes["bans"]:
+            del changes["bans"]
         return changes
+
+    def reload_soon(self):
+        """Reload every active ban at the next poll (called on the loop)."""
+        self._full_requested = True
 
     def _full_load(self, now):
         from ..models import Ban
@@ -133,7 +150,10 @@ class BanStore:
         active = list(Ban.objects.active(now))
         self._seen = {ban.pk: ban.changed_at for ban in active}
         offences = {}
-        recent = Ban.objects.filter(created_at__gte=now - OFFENCE_MEMORY)
+        # A ban an admin lifted was a mistake, not an offence.
+        recent = Ban.objects.filter(
+            created_at__gte=now - OFFENCE_MEMORY, lifted_at__isnull=True
+        )
         for network in recent.values_list("network", flat=True):
             offences[network] = offences.get(network, 0) + 1
         return {
@@ -145,7 +165,7 @@ class BanStore:
     def _insert_new(self, changes):
         from ..models import Ban
 
-        inserted = []
+        inserted = changes["bans"]
         while True:
             try:
                 fields = self._new_bans.get_nowait()
@@ -166,17 +186,15 @@ class BanStore:
                 raise
             inserted.append(ban_view(ban))
             self._seen[ban.pk] = ban.changed_at
-        if inserted:
-            changes["bans"] = inserted
 
-    def _rules_if_changed(self):
+    def _rules_if_changed(self, force=False):
         from django.db.models import Count, Max
 
         from ..models import NetworkRule
 
         stamp = NetworkRule.objects.aggregate(n=Count("id"), last=Max("changed_at"))
         stamp = (stamp["n"], stamp["last"])
-        if stamp == self._rules_stamp:
+        if stamp == self._rules_stamp and not force:
             return None
         self._rules_stamp = stamp
         return list(NetworkRule.objects.values_list("network", "kind"))

@@ -105,10 +105,17 @@ def template_placeholders(template):
     ``{group}``: str.format would otherwise follow attributes and indexes
     (``{username.__class__}``), convert (``!r``) or pad (``{group:.>2}`` of an
     empty group is ``..``), so what a template renders to could not be
-    checked from its text.
+    checked from its text. The error's text completes "Path '...' ".
     """
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(
+            f"is not a valid template ({exc}); expected {{username}} and {{group}} "
+            "as placeholders and any other brace doubled ({{ or }})"
+        ) from None
     names = []
-    for _literal, name, spec, conversion in string.Formatter().parse(template):
+    for _literal, name, spec, conversion in fields:
         if name is None:
             continue
         field = "{" + name + (f"!{conversion}" if conversion else "")
@@ -117,17 +124,18 @@ def template_placeholders(template):
             base = name.replace("[", ".").split(".", 1)[0]
             if base in PLACEHOLDERS:
                 raise ValueError(
-                    f"{field} reads an attribute or an item of a placeholder; "
-                    "expected the plain {username} or {group}"
+                    f"has {field}, which reads an attribute or an item of a "
+                    "placeholder; expected the plain {username} or {group}"
                 )
             raise ValueError(
-                f"unknown placeholder {field}; expected {{username}} or {{group}}"
+                f"has an unknown placeholder {field}; expected {{username}} or "
+                "{group}"
             )
         if conversion or spec:
             what = f"a conversion (!{conversion})" if conversion else ""
             what += " and " if conversion and spec else ""
             what += f"a format spec (:{spec})" if spec else ""
-            raise ValueError(f"{field} has {what}; expected the plain {{{name}}}")
+            raise ValueError(f"has {field}, with {what}; expected the plain {{{name}}}")
         names.append(name)
     return names
 
@@ -195,13 +203,18 @@ def home_roots():
 def home_location_problem(path, roots):
     """Say why the normalised absolute ``path`` may not hold homes, or None.
 
-    Returns (what is wrong, what is expected). ``roots`` is None (no
-    FTPSERVER_HOME_ROOTS) or the directories homes must be inside.
+    Returns (error code, what is wrong, what is expected). ``roots`` is None
+    (no FTPSERVER_HOME_ROOTS) or the directories homes must be inside.
     """
     if path == "/":
-        return ("is the root directory /", f"a directory such as {HOME_EXAMPLE}")
+        return (
+            "unsafe_home",
+            "is the root directory /",
+            f"a directory such as {HOME_EXAMPLE}",
+        )
     if roots is not None and not any(is_inside(path, root) for root in roots):
         return (
+            "outside_home_roots",
             f"is outside FTPSERVER_HOME_ROOTS {list(roots)!r}",
             "a directory inside one of them",
         )
@@ -209,6 +222,7 @@ def home_location_problem(path, roots):
     if system is not None:
         where = "is the" if path == system else "is inside the"
         return (
+            "unsafe_home",
             f"{where} system directory {system!r}",
             "a data directory such as /srv/ftp, /home/ftp or /var/ftp, or one "
             "inside FTPSERVER_HOME_ROOTS",
@@ -217,6 +231,7 @@ def home_location_problem(path, roots):
         # A home directly under / shares everything there, and a placeholder
         # there turns a user named "etc" into /etc.
         return (
+            "unsafe_home",
             "is directly under /",
             f"a directory at least two levels deep, such as {HOME_EXAMPLE}",
         )
@@ -224,7 +239,7 @@ def home_location_problem(path, roots):
 
 
 def validate_path_template(value):
-    """Require a safe absolute home template; see README "Home directories".
+    """Require a home template that can only render to a safe place.
 
     {username} and {group} only, each a whole path component; absolute and
     normalised; never /, directly under / nor in a system directory; inside
@@ -242,7 +257,7 @@ def validate_path_template(value):
         template_placeholders(value)
     except ValueError as exc:
         raise ValidationError(
-            _("Path %(value)r has an invalid placeholder: %(error)s."),
+            _("Path %(value)r %(error)s."),
             code="invalid_template",
             params={"value": value, "error": exc},
         ) from exc
@@ -296,12 +311,12 @@ def validate_path_template(value):
     first = next((i for i, c in enumerate(components) if "\x00" in c), None)
     fixed = components if first is None else components[: first + 1]
     checked = "/" + "/".join(fixed)
-    problem = home_location_problem("/" if value == "/" else checked, home_roots())
+    problem = home_location_problem(checked, home_roots())
     if problem is not None:
-        reason, expected = problem
+        code, reason, expected = problem
         raise ValidationError(
             _("Path %(value)r %(reason)s; expected %(expected)s."),
-            code="outside_home_roots" if "HOME_ROOTS" in reason else "unsafe_home",
+            code=code,
             params={"value": value, "reason": reason, "expected": expected},
         )
 
@@ -328,7 +343,7 @@ def validate_rule_path(value):
         template_placeholders(value)
     except ValueError as exc:
         raise ValidationError(
-            _("Rule path %(value)r has an invalid placeholder: %(error)s."),
+            _("Rule path %(value)r %(error)s."),
             code="invalid_template",
             params={"value": value, "error": exc},
         ) from exc

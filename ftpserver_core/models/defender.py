@@ -107,8 +107,8 @@ class Ban(models.Model):
         if self.network:
             try:
                 self.network = normalize_network(self.network)
-            except ValidationError as exc:
-                raise ValidationError({"network": exc}) from None
+            except ValidationError:
+                pass  # the field's validator reports it (once)
 
     def is_active(self, now=None):
         """True when neither lifted nor expired."""
@@ -154,5 +154,5 @@ class NetworkRule(models.Model):
         if self.network:
             try:
                 self.network = normalize_network(self.network)
-            except ValidationError as exc:
-                raise ValidationError({"network": exc}) from None
+            except ValidationError:
+                pass  # the field's validator reports it (once)

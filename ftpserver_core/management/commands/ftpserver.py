@@ -231,6 +231,16 @@ class Command(BaseCommand):
         )
         if problems:
             raise privileges.PrivilegeError(" ".join(problems))
+        # Not refused: what the server has imported keeps working, and a
+        # module imported later fails in a log line. But say it now.
+        for directory in privileges.unreadable_code():
+            self.stderr.write(
+                f"Warning: the user {target.user!r} cannot read {directory!r}: a "
+                "Python module the server imports after the drop would fail to "
+                "load. Install Python and the project where that user can read "
+                "them.\n",
+                self.style.WARNING,
+            )
 
     @staticmethod
     def _discard(server):

@@ -1,0 +1,388 @@
+"""The defender, live: scores, bans, the lists, and bans shared through the database.
+
+Clients bind to distinct loopback addresses (127.0.0.x): 127.0.0.1 is on the
+suite's safelist (tests/settings.py), so each test scores its own addresses.
+"""
+
+import ftplib
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from ftpserver_core.defender import Defender, address_key
+from ftpserver_core.defender.addresses import NetworkMap
+from ftpserver_core.models import AuditEvent, Ban, NetworkRule
+
+from .audit_tools import wait_until
+from .conftest import PASSWORD
+from .processes import command_env
+from .test_commands import ftpserver_cmd  # noqa: F401  (fixture)
+from .test_prefork import children, connection_count
+
+# Quick polls: a test sees a ban made elsewhere within a fraction of a second.
+FAST = {
+    "FTPSERVER_DEFENDER_POLL_INTERVAL": 0.2,
+    "FTPSERVER_DEFENDER_THRESHOLD": 6,
+    "FTPSERVER_AUTH_FAILED_DELAY": 0,
+}
+
+
+def connect(live, source, timeout=10):
+    """Return an ftplib client of ``live`` connected from ``source`` (127.0.0.x)."""
+    ftp = ftplib.FTP(timeout=timeout)
+    ftp.connect(live.host, live.port, source_address=(source, 0))
+    return ftp
+
+
+def greeting(live, source):
+    """Return the first reply a client from ``source`` gets (220 or 421)."""
+    with socket.create_connection(
+        (live.host, live.port), timeout=10, source_address=(source, 0)
+    ) as sock:
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            reply += chunk
+        return reply.decode()
+
+
+def fail_login(live, source, username="alice", password="wrong"):
+    """Log in with a wrong password; return the reply (530, or 421 if it banned)."""
+    ftp = connect(live, source)
+    try:
+        with pytest.raises((ftplib.error_perm, ftplib.error_temp)) as failed:
+            ftp.login(username, password)
+    finally:
+        ftp.close()
+    reply = str(failed.value)
+    assert reply[:3] in ("530", "421"), reply
+    return reply
+
+
+def active_bans(network):
+    return list(Ban.objects.active().filter(network=network))
+
+
+@pytest.fixture
+def fast_defender(settings):
+    for name, value in FAST.items():
+        setattr(settings, name, value)
+    return settings
+
+
+def test_failed_logins_ban_the_address_and_others_still_log_in(
+    fast_defender, ftp_server, make_account, recorder
+):
+    make_account("alice")
+    live = ftp_server()
+    # An unknown user scores 2: three make 6, the threshold. The third
+    # attempt's own session is answered 421.
+    replies = [fail_login(live, "127.0.0.2", username="nobody") for _ in range(3)]
+    assert [r[:3] for r in replies] == ["530", "530", "421"]
+    assert greeting(live, "127.0.0.2").startswith("421 Your address is banned")
+    ftp = connect(live, "127.0.0.3")
+    assert ftp.login("alice", PASSWORD).startswith("230")
+    ftp.quit()
+
+    ban = wait_until(lambda: active_bans("127.0.0.2/32"))[0]
+    assert ban.reason == Ban.Reason.FAILED_LOGINS
+    assert ban.score == 6 and ban.offence == 1
+    assert ban.expires_at - ban.created_at == timedelta(seconds=1800)
+    banned = recorder.wait_for("ftp_address_banned")[0]
+    assert banned["network"] == "127.0.0.2/32" and banned["remote_ip"] == "127.0.0.2"
+    refused = recorder.wait_for("ftp_connection_refused")[0]
+    assert refused["reason"] == "banned" and refused["remote_ip"] == "127.0.0.2"
+    live.stop()
+    assert AuditEvent.objects.filter(event="ban", network="127.0.0.2/32").count() == 1
+    assert AuditEvent.objects.filter(
+        event="refused", remote_ip="127.0.0.2", reason="banned"
+    ).exists()
+
+
+def test_an_unknown_user_scores_more_than_a_wrong_password(
+    fast_defender, ftp_server, make_account
+):
+    make_account("alice")
+    live = ftp_server()
+    # Five wrong passwords: 5 points, below 6.
+    for _ in range(5):
+        fail_login(live, "127.0.0.4")
+    assert greeting(live, "127.0.0.4").startswith("220")
+    # Three unknown users: 6 points.
+    for _ in range(3):
+        fail_login(live, "127.0.0.5", username="mallory")
+    assert greeting(live, "127.0.0.5").startswith("421")
+
+
+def test_the_safelist_is_never_banned_and_the_blocklist_always_refused(
+    fast_defender, ftp_server, make_account
+):
+    make_account("alice")
+    NetworkRule.objects.create(network="127.0.0.6/32", kind="safelist")
+    NetworkRule.objects.create(network="127.0.0.8/31", kind="blocklist")
+    live = ftp_server()
+    wait_until(lambda: live.server.defender.blocklist.lookup("127.0.0.8"))
+    for _ in range(8):
+        fail_login(live, "127.0.0.6", username="nobody")
+    assert greeting(live, "127.0.0.6").startswith("220")
+    assert greeting(live, "127.0.0.8").startswith("421 Connections from your address")
+    assert greeting(live, "127.0.0.9").startswith("421 Connections from your address")
+    assert greeting(live, "127.0.0.10").startswith("220")
+
+
+def test_the_configured_safelist_is_never_banned(
+    fast_defender, ftp_server, make_account
+):
+    make_account("alice")
+    # 127.0.0.1 is safelisted by tests/settings.py.
+    live = ftp_server()
+    for _ in range(8):
+        fail_login(live, "127.0.0.1", username="nobody")
+    assert greeting(live, "127.0.0.1").startswith("220")
+    assert not Ban.objects.exists()
+
+
+def test_a_ban_made_in_the_database_closes_open_sessions_and_is_enforced_quickly(
+    fast_defender, ftp_server, make_account
+):
+    make_account("alice")
+    live = ftp_server()
+    ftp = connect(live, "127.0.0.11")
+    ftp.login("alice", PASSWORD)
+    other = connect(live, "127.0.0.12")
+    other.login("alice", PASSWORD)
+    started = time.monotonic()
+    Ban.objects.create(
+        network="127.0.0.11/32", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    # The session is told and closed by the server, not by its own next command.
+    reply = ftp.getline()
+    elapsed = time.monotonic() - started
+    assert reply.startswith("421 Your address is banned")
+    assert ftp.sock.recv(1) == b""
+    print(f"ban enforced on an open session after {elapsed:.2f} s")
+    assert other.voidcmd("NOOP").startswith("200")
+    assert greeting(live, "127.0.0.11").startswith("421")
+
+
+def test_a_ban_made_by_one_server_is_enforced_by_another(
+    fast_defender, ftp_server, make_account
+):
+    make_account("alice")
+    first, second = ftp_server(), ftp_server()
+    assert greeting(second, "127.0.0.13").startswith("220")
+    for _ in range(3):
+        fail_login(first, "127.0.0.13", username="nobody")
+    banned_at = time.monotonic()
+    assert greeting(first, "127.0.0.13").startswith("421")
+    wait_until(
+        lambda: greeting(second, "127.0.0.13").startswith("421"),
+        timeout=10,
+        interval=0.05,
+    )
+    print(
+        f"ban enforced by the other server after {time.monotonic() - banned_at:.2f} s"
+    )
+    assert Ban.objects.filter(network="127.0.0.13/32").count() == 1
+
+
+def test_a_ban_made_by_one_worker_process_is_enforced_by_every_worker(
+    ftpserver_cmd, make_account
+):
+    """Two prefork workers, the default poll interval: a ban one worker makes
+    closes the address's sessions on both."""
+    make_account("alice")
+    env = command_env(
+        DJANGO_SETTINGS_MODULE="tests.fault_settings",
+        FTPSERVER_DEFENDER_THRESHOLD="6",
+        FTPSERVER_AUTH_FAILED_DELAY="0",
+    )
+    server = ftpserver_cmd("127.0.0.1:0", "--workers", "2", env=env)
+    workers = wait_until(
+        lambda: len(children(server.pid)) == 2 and children(server.pid)
+    )
+    live = type("Live", (), {"host": server.host, "port": server.port})
+    # Sessions of the address on both workers (the kernel spreads them).
+    sessions = []
+    while not all(connection_count(pid, server.port) for pid in workers):
+        assert len(sessions) < 40, "the sessions all went to one worker"
+        ftp = connect(live, "127.0.0.24")
+        ftp.login("alice", PASSWORD)
+        sessions.append(ftp)
+    for _ in range(12):
+        if fail_login(live, "127.0.0.24", username="nobody").startswith("421"):
+            break
+    else:
+        pytest.fail("no ban after 12 failed logins")
+    banned_at = time.monotonic()
+    for ftp in sessions:
+        assert ftp.getline().startswith("421 Your address is banned")
+    print(
+        f"{len(sessions)} sessions on 2 workers closed "
+        f"{time.monotonic() - banned_at:.2f} s after the ban"
+    )
+    assert greeting(live, "127.0.0.25").startswith("220")
+
+
+def test_a_lifted_ban_lets_the_address_back(fast_defender, ftp_server, make_account):
+    make_account("alice")
+    ban = Ban.objects.create(
+        network="127.0.0.14", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    ban.full_clean()
+    live = ftp_server()
+    wait_until(lambda: greeting(live, "127.0.0.14").startswith("421"))
+    ban.lifted_at = timezone.now()
+    ban.lifted_by = "admin"
+    ban.save()
+    wait_until(lambda: greeting(live, "127.0.0.14").startswith("220"), timeout=10)
+
+
+def test_an_expired_ban_no_longer_refuses(fast_defender, ftp_server):
+    Ban.objects.create(
+        network="127.0.0.15/32", expires_at=timezone.now() + timedelta(seconds=1)
+    )
+    live = ftp_server()
+    wait_until(lambda: greeting(live, "127.0.0.15").startswith("421"))
+    wait_until(lambda: greeting(live, "127.0.0.15").startswith("220"), timeout=10)
+
+
+def test_repeat_offences_ban_longer(fast_defender, ftp_server, make_account):
+    fast_defender.FTPSERVER_DEFENDER_BAN_TIME = 1
+    make_account("alice")
+    live = ftp_server()
+    for offence in (1, 2):
+        wait_until(lambda: greeting(live, "127.0.0.16").startswith("220"), timeout=10)
+        for _ in range(3):
+            fail_login(live, "127.0.0.16", username="nobody")
+        assert greeting(live, "127.0.0.16").startswith("421")
+    bans = wait_until(
+        lambda: (lambda b: b if len(b) == 2 else None)(
+            list(Ban.objects.filter(network="127.0.0.16/32").order_by("id"))
+        )
+    )
+    assert [b.offence for b in bans] == [1, 2]
+    # Growth 100 %: the second ban is twice as long.
+    assert [(b.expires_at - b.created_at).total_seconds() for b in bans] == [1, 2]
+
+
+def test_connections_that_never_log_in_are_scored(
+    fast_defender, ftp_server, make_account
+):
+    live = ftp_server()
+    for _ in range(6):
+        ftp = connect(live, "127.0.0.17")
+        ftp.close()
+    wait_until(lambda: greeting(live, "127.0.0.17").startswith("421"), timeout=10)
+    ban = wait_until(lambda: active_bans("127.0.0.17/32"))[0]
+    assert ban.reason == Ban.Reason.NO_LOGIN
+
+
+def test_over_long_command_lines_score_as_abuse(fast_defender, ftp_server):
+    live = ftp_server()
+    ftp = connect(live, "127.0.0.18")
+    ftp.putline("NOOP " + "x" * 5000)
+    assert ftp.getline().startswith("500")
+    assert ftp.voidcmd("NOOP").startswith("200")
+    # 2 x 3 points: banned, this session included.
+    ftp.putline("NOOP " + "x" * 5000)
+    assert ftp.getline().startswith("500")
+    assert ftp.getline().startswith("421 Your address is banned")
+    ftp.close()
+    assert greeting(live, "127.0.0.18").startswith("421")
+    assert wait_until(lambda: active_bans("127.0.0.18/32"))[0].reason == "abuse"
+
+
+def test_a_banned_address_reconnecting_is_recorded_once(
+    fast_defender, ftp_server, recorder
+):
+    Ban.objects.create(network="127.0.0.19/32")
+    live = ftp_server()
+    wait_until(lambda: greeting(live, "127.0.0.19").startswith("421"))
+    for _ in range(20):
+        assert greeting(live, "127.0.0.19").startswith("421")
+    assert len(recorder.of("ftp_connection_refused")) == 1
+
+
+def test_a_sprayed_user_name_is_slowed_down_not_locked(
+    fast_defender, ftp_server, make_account
+):
+    fast_defender.FTPSERVER_DEFENDER_USERNAME_THRESHOLD = 3
+    fast_defender.FTPSERVER_DEFENDER_THRESHOLD = 100
+    make_account("alice")
+    live = ftp_server()
+    # Three addresses, one wrong password each: none of them near a ban.
+    for source in ("127.0.0.20", "127.0.0.21", "127.0.0.22"):
+        fail_login(live, source)
+    ftp = connect(live, "127.0.0.23")
+    ftp.sendcmd("USER alice")
+    started = time.monotonic()
+    # The real user still gets in, after the delay (1 s for the first excess).
+    assert ftp.sendcmd(f"PASS {PASSWORD}").startswith("230")
+    assert time.monotonic() - started >= 0.9
+    ftp.quit()
+    # Another name is not slowed.
+    defender = live.server.defender
+    assert defender.login_delay("bob") == 0
+    assert defender.login_delay("alice") == 1.0
+
+
+# --- units of the defender's memory
+
+
+def test_address_keys_score_ipv6_by_its_64():
+    assert address_key("203.0.113.7") == "203.0.113.7/32"
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7/32"
+    assert address_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_key("not an address") is None
+
+
+def test_the_network_map_finds_the_most_specific_network():
+    networks = NetworkMap(
+        [("10.0.0.0/8", "wide"), ("10.1.2.0/24", "narrow"), ("2001:db8::/64", "v6")]
+    )
+    assert networks.lookup("10.1.2.3") == ("10.1.2.0/24", "narrow")
+    assert networks.lookup("10.9.9.9") == ("10.0.0.0/8", "wide")
+    assert networks.lookup("11.0.0.1") is None
+    assert networks.lookup("2001:db8::5") == ("2001:db8::/64", "v6")
+    assert networks.lookup("2001:db8:0:1::5") is None
+    networks.discard("10.1.2.0/24")
+    assert networks.lookup("10.1.2.3") == ("10.0.0.0/8", "wide")
+    assert len(networks) == 2
+
+
+class _Server:
+    sessions = ()
+    signal_sender = None
+    worker_pool = None
+
+
+@pytest.mark.parametrize(
+    "growth, expected",
+    [(100, [60, 120, 240, 300]), (50, [60, 90, 135, 202.5]), (0, [60, 60, 60, 60])],
+)
+def test_ban_time_grows_with_repeat_offences(settings, growth, expected):
+    settings.FTPSERVER_DEFENDER_BAN_TIME = 60
+    settings.FTPSERVER_DEFENDER_BAN_GROWTH = growth
+    settings.FTPSERVER_DEFENDER_MAX_BAN_TIME = 300
+    defender = Defender(_Server())
+    assert [defender.ban_duration(n) for n in (1, 2, 3, 4)] == expected
+
+
+@override_settings(FTPSERVER_DEFENDER_USERNAME_THRESHOLD=2)
+def test_username_delays_double_up_to_the_maximum(settings):
+    settings.FTPSERVER_DEFENDER_USERNAME_MAX_DELAY = 10
+    defender = Defender(_Server())
+    delays = []
+    for _ in range(8):
+        delays.append(defender.login_delay("alice"))
+        defender.usernames.add("alice", 1, time.monotonic())
+    assert delays == [0, 0, 1, 2, 4, 8, 10, 10]
