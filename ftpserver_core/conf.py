@@ -47,10 +47,11 @@ DEFAULTS = {
     "MAX_CONNECTIONS": 512,
     "MAX_CONNECTIONS_PER_IP": 20,
     # Logins in progress (waiting for or being checked) per client address
-    # (IPv6: per /64); past it a login is answered 421 at once. Room for a
-    # client that opens its connections in parallel (rclone, FileZilla);
-    # however many wait, one address is checked on at most half the worker
-    # threads, so others' logins do not queue behind it.
+    # (IPv6: per /64); past it a login is answered 421 at once (None: no
+    # cap). Room for a client that opens its connections in parallel
+    # (rclone, FileZilla); however many wait, one address is checked on at
+    # most half the worker threads while others wait, so their logins do
+    # not queue behind it.
     "LOGINS_PER_ADDRESS": 10,
     # Logins waiting for a worker thread at most; past it 421 at once.
     "LOGIN_QUEUE": 256,

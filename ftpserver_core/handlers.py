@@ -452,7 +452,8 @@ class DjangoHandlerMixin:
             return
         key = address_key(self.remote_ip)
         in_flight = self.server.logins_in_flight
-        if in_flight[key] >= self.logins_per_address:
+        cap = self.logins_per_address
+        if cap is not None and in_flight[key] >= cap:
             # One address gets a few logins in progress at a time: a flood
             # of them from it is refused here, before any hashing.
             self.defender.offend(self.remote_ip, "limit_exceeded")

@@ -242,7 +242,7 @@ class ServerOptions:
     timeout: int
     max_connections: int | None
     max_connections_per_ip: int | None
-    logins_per_address: int
+    logins_per_address: int | None
     login_queue: int
     login_grace: float
     banner: str
@@ -333,8 +333,7 @@ class ServerOptions:
         )
         check(
             "logins_per_address",
-            _positive,
-            "LOGINS_PER_ADDRESS",
+            lambda v: _positive("LOGINS_PER_ADDRESS", v, allow_none=True),
             raw["logins_per_address"],
         )
         check("login_queue", _positive, "LOGIN_QUEUE", raw["login_queue"])

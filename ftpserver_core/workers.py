@@ -110,11 +110,13 @@ class WorkerPool:
     Daemon threads, not ``concurrent.futures``: a thread stuck on a hung
     database must not keep the process from exiting at a stop.
 
-    Tasks carry a key (the client's address): one key runs on at most
-    ``max_running_per_key`` threads at once (half the pool), and waiting
-    keys take turns. A flood of logins from one address then keeps at most
-    half the threads busy: everyone else's logins run on the other half
-    instead of queueing behind the flood.
+    Tasks carry a key (the client's address) and waiting keys take turns. A
+    key already running on ``max_running_per_key`` threads (half the pool)
+    gets another only when no other key waits. A flood of logins from one
+    address then holds at most half the threads once anyone else asks:
+    everyone else's logins run on the other half instead of queueing behind
+    the flood, and a lone address (a NAT, a load balancer) still gets them
+    all.
     """
 
     def __init__(self, ioloop, workers=None, max_pending=None):
@@ -138,17 +140,25 @@ class WorkerPool:
 
     def _next_task(self):
         """Return the next runnable task (the lock held), or None."""
-        for key, tasks in self._waiting.items():
-            if key is not None and self._running[key] >= self.max_running_per_key:
-                continue
-            task = tasks.popleft()
-            if tasks:
-                self._waiting.move_to_end(key)  # the next key's turn
-            else:
-                del self._waiting[key]
-            self._pending -= 1
-            return task
-        return None
+        chosen = None
+        for key in self._waiting:
+            if key is None or self._running[key] < self.max_running_per_key:
+                chosen = key
+                break
+        if chosen is None:
+            if not self._waiting:
+                return None
+            # Only keys at their share wait: nobody else needs the thread
+            # (one busy address behind a NAT gets the whole pool).
+            chosen = next(iter(self._waiting))
+        tasks = self._waiting[chosen]
+        task = tasks.popleft()
+        if tasks:
+            self._waiting.move_to_end(chosen)  # the next key's turn
+        else:
+            del self._waiting[chosen]
+        self._pending -= 1
+        return task
 
     def _work(self):
         while True:

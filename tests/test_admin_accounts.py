@@ -638,6 +638,30 @@ def test_user_page_adds_an_ftp_account(admin_client, world):
     assert FTPUserAccount.objects.get(user=user).group == world.staff
 
 
+def test_user_page_offers_no_ftp_account_for_staff_to_a_non_superuser(client, world):
+    """The account form's rule on the user page: an admin who may change users
+    and add FTP accounts still cannot put a staff user's password on FTP."""
+    from django.contrib.auth.models import Permission
+
+    manager = User.objects.create_user("manager", password=PASSWORD, is_staff=True)
+    manager.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=["view_user", "change_user", "add_ftpuseraccount"]
+        )
+    )
+    client.force_login(manager)
+    staff = User.objects.create_user("root2", password=PASSWORD, is_staff=True)
+    plain = User.objects.create_user("frank", password=PASSWORD)
+    url = reverse("admin:auth_user_change", args=[staff.pk])
+    assert 'name="ftp_account-0-permission"' not in client.get(url).content.decode()
+    client.post(url, inline_data(staff, None, group=world.staff.pk))
+    assert not FTPUserAccount.objects.filter(user=staff).exists()
+    # A user who is not staff: the inline is there.
+    url = reverse("admin:auth_user_change", args=[plain.pk])
+    page = client.get(url).content.decode()
+    assert "ftp_account-TOTAL_FORMS" in page and "ftp_account-__prefix__" in page
+
+
 # The effective policy -------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.utils.module_loading import module_has_submodule
 from django.utils.translation import gettext_lazy as _
 
-from ftpadmin.forms import ACCOUNT_FIELDS
+from ftpadmin.forms import ACCOUNT_FIELDS, may_attach_account
 from ftpserver_core.models import FTPUserAccount
 
 
@@ -29,6 +29,13 @@ class FTPAccountInline(admin.StackedInline):
     verbose_name_plural = _("FTP account")
     fields = [*ACCOUNT_FIELDS, "last_login_at", "last_login_ip"]
     readonly_fields = ["last_login_at", "last_login_ip"]
+
+    def has_add_permission(self, request, obj=None):
+        # The account form's rule, on the user's page: only a superuser may
+        # put a staff user's (admin) password on FTP.
+        if obj is not None and not may_attach_account(request.user, obj):
+            return False
+        return super().has_add_permission(request, obj)
 
 
 def _load_user_admin(user_model):

@@ -335,6 +335,67 @@ class Sessions:
         return time.perf_counter() - t0
 
 
+def flood(host, port, user, logins=3, waves_between=1, size=150):
+    """The review's login flood: a user's login alone and under the flood.
+
+    The flood: waves of ``size`` connections from 127.0.0.2 that each send
+    ``USER user`` / ``PASS wrong`` and close at once. The user logs in from
+    127.0.0.3 (his password not cached: the nocache variant). Returns the
+    medians of ``logins`` logins alone and under the flood.
+    """
+
+    def login_from(source):
+        client = ftplib.FTP()
+        client.connect(host, port, timeout=300, source_address=(source, 0))
+        t = time.perf_counter()
+        try:
+            client.login(user, password(user))
+            return time.perf_counter() - t
+        finally:
+            close_quietly(client)
+
+    def drop(lines):
+        try:
+            with socket.create_connection(
+                (host, port), timeout=30, source_address=("127.0.0.2", 0)
+            ) as sock:
+                sock.sendall(lines)
+        except OSError:
+            pass
+
+    alone = statistics.median(login_from("127.0.0.3") for _ in range(logins))
+    lines = f"USER {user}\r\nPASS wrong\r\n".encode()
+    stop = threading.Event()
+    sent = [0]
+
+    def flooder():
+        while not stop.is_set():
+            wave = [threading.Thread(target=drop, args=(lines,)) for _ in range(size)]
+            for t in wave:
+                t.start()
+            for t in wave:
+                t.join()
+            sent[0] += size
+
+    thread = threading.Thread(target=flooder, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        flooded = []
+        for _ in range(logins):
+            flooded.append(login_from("127.0.0.3"))
+    finally:
+        stop.set()
+        thread.join(120)
+    flooded = statistics.median(flooded)
+    return {
+        "alone_s": alone,
+        "flooded_s": flooded,
+        "ratio": flooded / alone,
+        "connections": sent[0],
+    }
+
+
 def put_file(host, port, name, size, user="probe"):
     c = login(host, port, user)
     c.storbinary(f"STOR {name}", io.BytesIO(b"y" * size), blocksize=256 * 1024)

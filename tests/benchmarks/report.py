@@ -50,6 +50,10 @@ FIGURES = [
     ("prefork", "w1_stor_s", "prefork: 100 STOR 10 MiB, --workers 1", "s"),
     ("prefork", "w2_stor_s", "prefork: 100 STOR 10 MiB, --workers 2", "s"),
     ("prefork", "speedup", "prefork: speed-up of 2 workers", "x"),
+    ("flood", "alone_s", "flood: a login alone, cache off", "s"),
+    ("flood", "flooded_s", "flood: the same login under the flood", "s"),
+    ("flood", "ratio", "flood: under the flood / alone", "x"),
+    ("flood", "connections", "flood: flood connections meanwhile", ""),
     ("admin", "unfiltered_ms", "admin: changelist, unfiltered", "ms"),
     ("admin", "filter_worst_ms", "admin: changelist, slowest filter", "ms"),
     ("admin", "search_worst_ms", "admin: changelist, slowest search", "ms"),
@@ -219,6 +223,14 @@ def targets(results):
                 each(_ratio_fn(results, "transfers", key, 1.10, lower=True)),
             )
         )
+
+    out.append(
+        (
+            "a login while 150 connections from one address fail and drop",
+            "<= 2x the login alone",
+            each(simple("flood", "ratio", 2.0, "x")),
+        )
+    )
 
     def idle_fn(s):
         served = results.median("idle", "served", s)

@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,17 +58,39 @@ ALL_PROBES = [
     "ftpbench",
     "transfers",
     "idle",
+    "flood",
     "admin",
     "export",
     "prefork",
 ]
-FTP_PROBES = {"stall", "smallops", "logins", "ftpbench", "transfers", "idle", "prefork"}
+FTP_PROBES = {
+    "stall",
+    "smallops",
+    "logins",
+    "ftpbench",
+    "transfers",
+    "idle",
+    "prefork",
+    "flood",
+}
 DJANGO_FTPSERVER = "django-ftpserver"
 PG = "postgres://postgres@127.0.0.1:5432/"
 FTP_DB = "ftpsuite_bench_ftp"
 ADMIN_ROWS = 1_000_000
 EXPORT_ROWS = 1_000_000
 TEN_MIB = 10 * probes.MIB
+
+
+def mount_tmpfs(path, size="16g"):
+    """Mount a tmpfs at ``path`` if this process may; return whether it did."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
 
 
 def log(message):
@@ -100,14 +123,14 @@ class Bench:
         self.servers = args.servers
         self.rounds = args.rounds
         self.tmp = Path(tempfile.mkdtemp(prefix="ftpsuite-bench-"))
-        # Home directories in memory (tmpfs) when there is room: transfers
-        # then measure the servers, not a disk that other users share.
-        homes_parent = args.homes or (
-            "/dev/shm" if shutil.disk_usage("/dev/shm").free > 8e9 else None
-        )
+        # Home directories in memory (a tmpfs of the run's own) when root can
+        # mount one: transfers then measure the servers, not a disk that
+        # other users share. Not /dev/shm: the server refuses homes under
+        # /dev (a system directory).
         self.homes = Path(
-            tempfile.mkdtemp(prefix="ftpsuite-bench-homes-", dir=homes_parent)
+            tempfile.mkdtemp(prefix="ftpsuite-bench-homes-", dir=args.homes)
         )
+        self.homes_mounted = args.homes is None and mount_tmpfs(self.homes)
         self.results = report.Results()
         self.procs = {}  # (public name, variant) -> launch.Server
         self.ftpbench_script = None
@@ -142,6 +165,8 @@ class Bench:
             needed.add("nocache")
         if "prefork" in self.probes:
             needed.add("workers2")
+        if "flood" in self.probes:
+            needed.add("flood")
         return needed
 
     def setup(self):
@@ -180,8 +205,15 @@ class Bench:
                         ttl = 0
                     elif variant == "workers2":
                         extra = ("--workers", "2")
+                    variant_env = env
+                    if variant == "flood":
+                        # The defaults' per-address limits, the defender off:
+                        # what admission alone does (test_admission.py has
+                        # the defender's part).
+                        ttl = 0
+                        variant_env = dict(env, BENCH_DEFAULT_LIMITS="1")
                     self.procs[server, variant] = launch.ours(
-                        f"{server}-{variant}", env, extra, ttl, self.tmp
+                        f"{server}-{variant}", variant_env, extra, ttl, self.tmp
                     )
             elif server == "bare":
                 self.procs[server, "main"] = launch.bare(
@@ -219,6 +251,8 @@ class Bench:
                 pg_admin(f'DROP DATABASE IF EXISTS "{FTP_DB}" WITH (FORCE)')
             except Exception as exc:
                 log(f"could not drop {FTP_DB}: {exc}")
+        if self.homes_mounted:
+            subprocess.run(["umount", str(self.homes)], check=False)
         shutil.rmtree(self.homes, ignore_errors=True)
         if self.args.keep_tmp:
             log(f"kept {self.tmp}")
@@ -356,6 +390,16 @@ class Bench:
                 "a time, so a burst of 100 takes 100 PBKDF2 checks in a row)."
             )
         self.alternate("logins", self.ftp_servers(), measure, {DJANGO_FTPSERVER: 1})
+
+    def probe_flood(self):
+        """Ours only: bare pyftpdlib hashes nothing (DummyAuthorizer)."""
+
+        def measure(server, r):
+            return probes.flood("127.0.0.1", self.port(server, "flood"), "u1")
+
+        self.alternate(
+            "flood", [s for s in self.ftp_servers() if s in report.OURS], measure
+        )
 
     def probe_ftpbench(self):
         def measure(server, r):

@@ -6,6 +6,15 @@ from tests.settings import *  # noqa: F403
 
 del PASSWORD_HASHERS  # noqa: F821  (Django's default: PBKDF2, as in production)
 FTPSERVER_AUTH_FAILED_DELAY = 3.0
+# Every benchmark client connects from 127.0.0.1, standing for many users at
+# many addresses (bare pyftpdlib has no per-address limits either); the
+# flood probe sets its own.
+FTPSERVER_MAX_CONNECTIONS_PER_IP = None
+FTPSERVER_LOGINS_PER_ADDRESS = None
+if os.environ.get("BENCH_DEFAULT_LIMITS") == "1":
+    # The flood probe: the real per-address limits, the defender off.
+    del FTPSERVER_MAX_CONNECTIONS_PER_IP, FTPSERVER_LOGINS_PER_ADDRESS
+    FTPSERVER_DEFENDER_ENABLED = False
 
 # The product's apps only: the test suite's recording receivers would keep
 # every signal call in memory and add work to every FTP event.
