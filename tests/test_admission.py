@@ -240,34 +240,42 @@ def test_a_login_flood_from_one_address_leaves_others_their_login_time(
 # --- the worker pool's fairness
 
 
-def test_one_key_runs_on_at_most_half_the_threads(settings):
+def test_one_key_yields_half_the_threads_to_others_that_wait():
     from pyftpdlib.ioloop import IOLoop
 
     ioloop = IOLoop()
     pool = WorkerPool(ioloop, workers=2)
     order = []
     lock = threading.Lock()
-    release = threading.Event()
+    gates = {}
 
     def task(name):
         with lock:
             order.append(name)
-        release.wait(5)
+            gate = gates.setdefault(name, threading.Event())
+        gate.wait(5)
         return name
+
+    def release(name):
+        with lock:
+            gates.setdefault(name, threading.Event()).set()
 
     try:
         for number in range(4):
             pool.submit(task, lambda result: None, f"flood{number}", key="flood")
-        wait_until(lambda: order == ["flood0"])
+        # Nobody else waits: the flood gets both threads.
+        wait_until(lambda: sorted(order) == ["flood0", "flood1"])
         pool.submit(task, lambda result: None, "user", key="user")
-        # The second thread takes the other key's task, not the flood's next.
-        wait_until(lambda: order == ["flood0", "user"])
-        time.sleep(0.1)
-        assert order == ["flood0", "user"]
-        release.set()
+        release("flood0")
+        # The freed thread goes to the other address, not to the flood's next.
+        wait_until(lambda: len(order) == 3)
+        assert order[2] == "user"
+        for name in ("flood1", "flood2", "flood3", "user"):
+            release(name)
         wait_until(lambda: len(order) == 5)
     finally:
-        release.set()
+        for name in ("flood0", "flood1", "flood2", "flood3", "user"):
+            release(name)
         pool.shutdown(timeout=5)
         ioloop.close()
 
