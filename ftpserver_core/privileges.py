@@ -136,8 +136,14 @@ def identity(user, group=None):
 
 
 def current():
-    """Return the Identity this process runs as (its effective ids)."""
-    pwd, grp = _databases()
+    """Return the Identity this process runs as (its effective ids).
+
+    None where there are no such ids (Windows).
+    """
+    try:
+        pwd, grp = _databases()
+    except LookupError:
+        return None
     uid, gid = os.geteuid(), os.getegid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -151,7 +157,7 @@ def current():
 
 
 def is_root():
-    return os.geteuid() == 0
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def already(target):

@@ -17,7 +17,7 @@ from .conftest import PASSWORD
 from .fuzz import Fuzz, secrets_of_server, write_settings
 from .processes import ServerProcess, command_env
 
-LINES = int(os.environ.get("FTPSUITE_FUZZ_LINES") or 4000)
+LINES = int(os.environ.get("FTPSUITE_FUZZ_LINES") or 6000)
 
 
 @pytest.fixture

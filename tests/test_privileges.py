@@ -30,7 +30,7 @@ from ftpserver_core.audit import journal as journals
 from .audit_tools import abandon, uids_in_database, wait_until
 from .certs import make_certificate
 from .conftest import PASSWORD
-from .processes import REPO_ROOT, command_env
+from .processes import REPO_ROOT, ServerProcess, command_env
 from .test_commands import (  # noqa: F401  (fixtures)
     banner_lines,
     ftpserver_cmd,
@@ -462,9 +462,11 @@ def test_root_without_a_user_is_warned_about(ftpserver_cmd):
 
 
 # As root: Django and the command loaded, then the process becomes TARGET
-# (the interpreter itself may be where TARGET cannot exec it, e.g. /root).
+# (the interpreter itself may be where TARGET cannot exec it, e.g. /root,
+# and what it imports later where TARGET cannot read it).
 AS_ANOTHER_USER = """
 import os, sys
+import encodings.idna  # bind() needs it, and TARGET may not reach the stdlib
 import django
 django.setup()
 from django.core.management import execute_from_command_line
@@ -473,7 +475,7 @@ uid, gid = int(sys.argv[1]), int(sys.argv[2])
 os.setgroups([])
 os.setresgid(gid, gid, gid)
 os.setresuid(uid, uid, uid)
-execute_from_command_line(["manage.py", "ftpserver", *sys.argv[3:]])
+execute_from_command_line(["manage.py", *sys.argv[3:]])
 """
 
 
@@ -485,7 +487,15 @@ def test_user_without_root_is_a_command_error(run_ftpserver, target):
     if os.geteuid() == 0:
         me = target
         result = subprocess.run(
-            [sys.executable, "-c", AS_ANOTHER_USER, str(me.uid), str(me.gid), *args],
+            [
+                sys.executable,
+                "-c",
+                AS_ANOTHER_USER,
+                str(me.uid),
+                str(me.gid),
+                "ftpserver",
+                *args,
+            ],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -553,3 +563,29 @@ def test_an_unknown_user_in_the_settings_is_a_system_check_error(
         "on this system"
     ) in result.stderr
     assert "Starting FTP server" not in result.stdout
+
+
+@needs_root
+def test_a_server_started_as_the_user_itself_has_nothing_to_drop(
+    make_account, target, shared_dir, database_of, tmp_path
+):
+    # FTPSERVER_USER in settings shared with a server that a process manager
+    # starts as that user (systemd's User=): no root needed, nothing dropped.
+    account = make_account("alice", home=str(shared_dir / "homes" / "{username}"))
+    give(Path(account.home_path), target)
+    env = server_env(tmp_path, shared_dir / "journal", FTPSERVER_USER=TARGET)
+    server = ServerProcess(
+        ["127.0.0.1:0"],
+        tmp_path / "as-user",
+        env,
+        program=("-c", AS_ANOTHER_USER, str(target.uid), str(target.gid)),
+    )
+    try:
+        server.wait_started()
+        assert f"Running as: {target}" in banner_lines(server)
+        assert_runs_as(server.pid, target)
+        upload_and_download(server, "self.txt", b"as the user")
+        assert Path(account.home_path, "self.txt").stat().st_uid == target.uid
+        assert server.stop() == 0
+    finally:
+        server.kill()

@@ -293,6 +293,7 @@ class Command(BaseCommand):
             if ports
             else "any free port"
         )
+        identity = privileges.current()
         self.stdout.write(
             f"Django version {django.get_version()}, using settings "
             f"{django_settings.SETTINGS_MODULE!r}\n"
@@ -301,8 +302,8 @@ class Command(BaseCommand):
             f"Passive ports: {passive}\n"
             f"Masquerade address: {options.masquerade_address or 'none'}\n"
             f"Worker processes: {options.workers}\n"
-            f"Running as: {privileges.current()}\n"
-            f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
+            + (f"Running as: {identity}\n" if identity else "")
+            + f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
         )
         self.stdout.flush()
 
