@@ -386,3 +386,18 @@ def test_username_delays_double_up_to_the_maximum(settings):
         delays.append(defender.login_delay("alice"))
         defender.usernames.add("alice", 1, time.monotonic())
     assert delays == [0, 0, 1, 2, 4, 8, 10, 10]
+
+
+def test_scores_are_bounded_in_memory_and_forget_the_window():
+    from ftpserver_core.defender.scores import BUCKETS, ScoreBoard
+
+    board = ScoreBoard(window=300, max_keys=3)
+    for second in range(0, 3000):
+        board.add("sprayed", 1, float(second))
+    # Ten windows of events, at most one window (+ one bucket) kept.
+    assert len(board._keys["sprayed"]) <= BUCKETS + 1
+    assert 300 <= board.total("sprayed", 2999.0) <= 310
+    assert board.total("sprayed", 2999.0 + 400) == 0
+    for key in ("a", "b", "c"):
+        board.add(key, 1, 0.0)
+    assert len(board) == 3 and board.total("sprayed", 0.0) == 0
