@@ -52,7 +52,7 @@ def greeting(live, source):
         return reply.decode()
 
 
-def fail_login(live, source, username="alice", password="wrong"):
+def fail_login(live, source, username="alice", password="wrong"):  # noqa: S107
     """Log in with a wrong password; return the reply (530, or 421 if it banned)."""
     ftp = connect(live, source)
     try:
@@ -193,7 +193,8 @@ def test_a_ban_made_by_one_server_is_enforced_by_another(
 
 
 def test_a_ban_made_by_one_worker_process_is_enforced_by_every_worker(
-    ftpserver_cmd, make_account
+    ftpserver_cmd,  # noqa: F811
+    make_account,
 ):
     """Two prefork workers, the default poll interval: a ban one worker makes
     closes the address's sessions on both."""
@@ -257,7 +258,7 @@ def test_repeat_offences_ban_longer(fast_defender, ftp_server, make_account):
     fast_defender.FTPSERVER_DEFENDER_BAN_TIME = 1
     make_account("alice")
     live = ftp_server()
-    for offence in (1, 2):
+    for _offence in (1, 2):
         wait_until(lambda: greeting(live, "127.0.0.16").startswith("220"), timeout=10)
         for _ in range(3):
             fail_login(live, "127.0.0.16", username="nobody")

@@ -919,4 +919,3 @@ def test_a_control_character_in_user_is_501_and_no_login_attempt(
     ftp.quit()
     recorder.wait_for("ftp_client_disconnected")
     assert "ftp_login_failed" not in recorder.names()
-
