@@ -50,6 +50,10 @@ SCORED_LOGIN_FAILURES = frozenset(
         "account_expired",
         "network_not_allowed",
         "tls_required",
+        # The right password refused for the server's reasons scores as a
+        # wrong one: a different score would tell the password was right.
+        "too_many_sessions",
+        "home_unavailable",
     }
 )
 
@@ -94,6 +98,7 @@ class DjangoHandlerMixin:
     passive_fallback = False
     # Set per server by servers.build_server().
     worker_pool = None
+    digest_pool = None
     upload_mode = "atomic"
     digests = True
     login_timeout = 10.0
@@ -105,6 +110,7 @@ class DjangoHandlerMixin:
 
     _login_attempt = None
     _login_task = None
+    _hash_task = None
     _login_slot = None
     _login_delayed = None
     _grace = None
@@ -150,6 +156,8 @@ class DjangoHandlerMixin:
     def defender(self):
         return getattr(self.server, "defender", None)
 
+    _address_slot = None
+
     def handle(self):
         defender = self.defender
         if defender is not None:
@@ -157,16 +165,30 @@ class DjangoHandlerMixin:
             if reason is not None:
                 self.refuse(reason, REFUSAL_MESSAGES[reason])
                 return
+        counts = getattr(self.server, "sessions_per_address", None)
+        if counts is not None:
+            # pyftpdlib's per-IP limit counts exact addresses; an IPv6
+            # client has its whole /64 (the defender's key) to spread over.
+            key = address_key(self.remote_ip)
+            limit = self.server.max_sessions_per_address
+            if limit and counts[key] >= limit:
+                self.handle_max_cons_per_ip()
+                return
+            counts[key] += 1
+            self._address_slot = key
         if self.login_grace:
             self._grace = self.ioloop.call_later(
                 self.login_grace, self._grace_expired, _errback=self.handle_error
             )
         super().handle()
 
+    _refused = False
+
     def refuse(self, reason, message):
         """Answer ``message`` (a 421), report the refusal, close the session."""
-        if self._closed:
+        if self._closed or self._refused:
             return
+        self._refused = True
         self._defender_told = True
         defender = self.defender
         if defender is None or defender.should_record_refusal(self.remote_ip, reason):
@@ -222,22 +244,29 @@ class DjangoHandlerMixin:
         self.on_login_failed(username, "")
 
     def handle_max_cons(self):
-        self._defender_told = True
+        self._refused = self._defender_told = True
         self.send_signal(signals.ftp_connection_refused, reason="too_many_connections")
         super().handle_max_cons()
 
     def handle_max_cons_per_ip(self):
-        self._defender_told = True
+        self._refused = self._defender_told = True
         self.send_signal(
             signals.ftp_connection_refused, reason="too_many_connections_per_ip"
         )
+        super().handle_max_cons_per_ip()
         if self.defender is not None:
             self.defender.offend(self.remote_ip, "limit_exceeded")
-        super().handle_max_cons_per_ip()
 
     def _grace_expired(self):
         self._grace = None
         if self._closed or self._ever_logged_in:
+            return
+        if self._login_attempt is not None:
+            # Its verdict is on the way (or held by a spraying delay): the
+            # login deadline answers for it; look again shortly.
+            self._grace = self.ioloop.call_later(
+                5, self._grace_expired, _errback=self.handle_error
+            )
             return
         if self.defender is not None:
             self.defender.offend(self.remote_ip, "no_login")
@@ -260,6 +289,14 @@ class DjangoHandlerMixin:
             self._login_deadline.cancel()
         self._release_login_slot()
 
+    def _release_address_slot(self):
+        key, self._address_slot = self._address_slot, None
+        if key is not None:
+            counts = self.server.sessions_per_address
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+
     def _release_login_slot(self):
         key, self._login_slot = self._login_slot, None
         if key is not None:
@@ -270,17 +307,30 @@ class DjangoHandlerMixin:
 
     def close(self):
         if not self._closed:
-            self._abandon_login()
-            if self._grace is not None and not self._grace.cancelled:
-                self._grace.cancel()
-            failed, self._auth_failed_call = self._auth_failed_call, None
-            if failed is not None:
-                # Closed in the failed-login delay: the attempt is still
-                # recorded, before the disconnect.
-                failed.cancel()
-                self._held_input = b""
-                self.on_login_failed(self._auth_failed_user, "")
+            self._end_pending()
         super().close()
+
+    def _end_pending(self):
+        """Drop what waits for this session (login, timers, its slots).
+
+        From close(), and again from on_disconnect(): pyftpdlib's TLS error
+        path closes through FTPHandler.close(), past this class's close(),
+        and a login slot left counted would lock the address out for good.
+        """
+        self._abandon_login()
+        self._release_address_slot()
+        if self._grace is not None and not self._grace.cancelled:
+            self._grace.cancel()
+        task, self._hash_task = self._hash_task, None
+        if task is not None:
+            task.cancel()
+        failed, self._auth_failed_call = self._auth_failed_call, None
+        if failed is not None:
+            # Closed in the failed-login delay: the attempt is still
+            # recorded, before the disconnect.
+            failed.cancel()
+            self._held_input = b""
+            self.on_login_failed(self._auth_failed_user, "")
 
     def send_signal(self, signal, **kwargs):
         """Send ``signal`` for this session; a failing receiver only logs."""
@@ -354,6 +404,13 @@ class DjangoHandlerMixin:
         # A PORT still connecting gets its 425 before the goodbye (pyftpdlib
         # closes the attempt after sending 221).
         self._shutdown_connecting_dtp()
+        channel = self.data_channel
+        if channel is not None and not channel._initialized:
+            # A data connection no transfer uses is no transfer in progress:
+            # pyftpdlib kept such a session open after its 221, no longer
+            # reading, until the data timeout (a CLOSE_WAIT socket counted
+            # against the address's connection limit).
+            channel.close()
         return super().ftp_QUIT(line)
 
     # --- commands
@@ -366,7 +423,7 @@ class DjangoHandlerMixin:
     MAX_LINE = 2048
     _line_too_long = False
 
-    def collect_incoming_data(self, data):
+    def _collect(self, data):
         if self._line_too_long:
             return
         self._in_buffer.append(data)
@@ -378,15 +435,23 @@ class DjangoHandlerMixin:
 
     # While a login is checked, the session keeps reading, so a client that
     # leaves is noticed and its login dropped before any hashing; the lines
-    # it sends meanwhile wait in _held_input (up to HELD_INPUT bytes, then
-    # reading pauses) and run, in order, after the verdict.
+    # it sends meanwhile wait in _held_input and run, in order, after the
+    # verdict. Past HELD_INPUT bytes the session is closed (not paused: the
+    # poll is level-triggered, a paused reader would spin the loop).
     _awaiting_verdict = False
     HELD_INPUT = 16384
 
-    def readable(self):
+    def collect_incoming_data(self, data):
         if self._awaiting_verdict and len(self._held_input) > self.HELD_INPUT:
-            return False
-        return super().readable()
+            self.refuse_input()
+            return
+        self._collect(data)
+
+    def refuse_input(self):
+        self._held_input = b""
+        self._abandon_login()
+        self.respond("421 Too many commands sent before the login's answer.")
+        self.close_when_done()
 
     def found_terminator(self):
         if self._awaiting_verdict:
@@ -456,11 +521,11 @@ class DjangoHandlerMixin:
         if cap is not None and in_flight[key] >= cap:
             # One address gets a few logins in progress at a time: a flood
             # of them from it is refused here, before any hashing.
-            self.defender.offend(self.remote_ip, "limit_exceeded")
             self._login_refused_busy(
                 "too_many_logins",
                 "421 Too many logins in progress from your address; try again later.",
             )
+            self.defender.offend(self.remote_ip, "limit_exceeded")
             return
         in_flight[key] += 1
         self._login_slot = key
@@ -482,17 +547,12 @@ class DjangoHandlerMixin:
         self._login_delayed = None
         if self._closed or self._login_attempt is not attempt:
             return
-        self._login_deadline = self.ioloop.call_later(
-            self.login_timeout,
-            self._login_timed_out,
-            attempt,
-            _errback=self.handle_error,
-        )
         self._login_task = self.worker_pool.submit(
             self.authorizer.login,
             lambda outcome: self._login_done(outcome, attempt),
             *args,
             key=self._login_slot,
+            on_start=lambda: self._start_login_deadline(attempt),
         )
         if self._login_task is None:
             self._abandon_login()
@@ -502,6 +562,8 @@ class DjangoHandlerMixin:
 
     def _login_refused_busy(self, reason, message):
         """Answer a login the server will not check now: 421, and the session ends."""
+        # The server's own limit: the client is scored (or not) by the caller.
+        self._defender_told = True
         self._login_failure = reason
         self._held_input = b""
         with self.reply_batch():
@@ -509,6 +571,18 @@ class DjangoHandlerMixin:
             self.on_login_failed(self.username, "")
         self.username = ""
         self.close_when_done()
+
+    def _start_login_deadline(self, attempt):
+        # From when a thread takes the login, not from the queue: a busy
+        # queue is not an unavailable database (the queue is bounded).
+        if self._closed or self._login_attempt is not attempt:
+            return
+        self._login_deadline = self.ioloop.call_later(
+            self.login_timeout,
+            self._login_timed_out,
+            attempt,
+            _errback=self.handle_error,
+        )
 
     def _login_timed_out(self, attempt):
         # The database (or a backend) did not answer in time: answer anyway.
@@ -527,6 +601,7 @@ class DjangoHandlerMixin:
     def _login_unavailable(self):
         """Answer 421 (retry later): not a failed attempt, and no delay."""
         self._awaiting_verdict = False
+        self._defender_told = True  # the server's trouble, not the client's
         self._login_failure = "database_unavailable"
         self._held_input = b""  # the session ends: nothing more is run
         with self.reply_batch():
@@ -581,16 +656,30 @@ class DjangoHandlerMixin:
     def _resume_input(self):
         """Run the commands pipelined after PASS, now that it is answered."""
         held, self._held_input = self._held_input, b""
-        self.ac_in_buffer = held + self.ac_in_buffer
+        # A line in progress (its start read during the wait) comes after
+        # the held ones: set it aside while they run, then go on with it.
+        partial, self._in_buffer, self._in_buffer_len = self._in_buffer, [], 0
+        too_long, self._line_too_long = self._line_too_long, False
+        unsplit, self.ac_in_buffer = self.ac_in_buffer, held
         terminator = self.get_terminator()
         while self.ac_in_buffer and not (self._closed or self._closing):
             line, sep, rest = self.ac_in_buffer.partition(terminator)
             if not sep:
-                break  # an incomplete line: the next read completes it
+                break  # cannot happen: only whole lines are held
             self.ac_in_buffer = rest
             if line:
                 self.collect_incoming_data(line)
             self.found_terminator()
+        if self._awaiting_verdict:
+            # A held PASS started another wait and took the remaining lines.
+            self._held_input += self.ac_in_buffer
+        elif self.ac_in_buffer:
+            # The held bytes ended within a line: its start.
+            partial = [self.ac_in_buffer, *partial]
+        self.ac_in_buffer = b""
+        self._in_buffer, self._line_too_long = partial, too_long
+        self._in_buffer_len = sum(len(chunk) for chunk in partial)
+        self.ac_in_buffer += unsplit
 
     def flush_account(self):
         # pyftpdlib sends on_logout from here: its receivers still see the
@@ -697,6 +786,7 @@ class DjangoHandlerMixin:
     def on_disconnect(self):
         if self._disconnect_sent:
             return
+        self._end_pending()
         self._disconnect_sent = True
         username = self.username if self.authenticated else None
         if not (self._ever_logged_in or self._defender_told) and self.defender:
@@ -870,20 +960,23 @@ class DjangoHandlerMixin:
             self._hash_reply(algorithm, client_path, digests.compute(path, algorithm))
             return
         # Reading a large file takes a while: other clients go on meanwhile,
-        # and this session's next commands wait for the 213, in order.
+        # and this session's next commands wait for the 213, in order (held
+        # as during a login; a client that leaves drops its HASH).
         self._held_input, self.ac_in_buffer = self.ac_in_buffer, b""
-        self.del_channel()
-        self.worker_pool.submit(
+        self._awaiting_verdict = True
+        self._hash_task = self.digest_pool.submit(
             digests.compute,
             lambda result: self._hash_done(algorithm, client_path, result),
             path,
             algorithm,
+            key=address_key(self.remote_ip),
         )
 
     def _hash_done(self, algorithm, client_path, result):
+        self._hash_task = None
         if self._closed:
             return
-        self.add_channel()
+        self._awaiting_verdict = False
         self._hash_reply(algorithm, client_path, result)
         self._resume_input()
 

@@ -160,9 +160,21 @@ def is_root():
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+def _ids():
+    """((real, effective, saved) uids, the same gids) of this process."""
+    if hasattr(os, "getresuid"):
+        return os.getresuid(), os.getresgid()
+    # macOS has no saved ids to read; setuid() as root sets all three.
+    return (os.getuid(), os.geteuid(), os.geteuid()), (
+        os.getgid(),
+        os.getegid(),
+        os.getegid(),
+    )
+
+
 def already(target):
     """True when this process runs as ``target`` already: nothing to drop."""
-    return os.getresuid() == (target.uid,) * 3 and os.getresgid() == (target.gid,) * 3
+    return _ids() == ((target.uid,) * 3, (target.gid,) * 3)
 
 
 # The journal's own files: segments, segments being born, refused lines.
@@ -207,9 +219,14 @@ def drop(target):
         # Root's supplementary groups go first, while setgroups() is allowed.
         os.setgroups([])
         os.initgroups(target.user, target.gid)
-        os.setresgid(target.gid, target.gid, target.gid)
-        # The saved uid too: with it left at 0, seteuid(0) would undo the drop.
-        os.setresuid(target.uid, target.uid, target.uid)
+        # The saved ids too: with the saved uid left at 0, seteuid(0) would
+        # undo the drop. (As root, setgid() and setuid() set all three.)
+        if hasattr(os, "setresuid"):
+            os.setresgid(target.gid, target.gid, target.gid)
+            os.setresuid(target.uid, target.uid, target.uid)
+        else:
+            os.setgid(target.gid)
+            os.setuid(target.uid)
     except OSError as exc:
         raise PrivilegeError(
             f"Cannot drop privileges to {target}: {exc.strerror}."
@@ -227,8 +244,7 @@ def verify(target, groups=True):
     if not already(target):
         raise PrivilegeError(
             f"The server should run as {target} with no way back, but its (real, "
-            f"effective, saved) uids are {os.getresuid()} and gids "
-            f"{os.getresgid()}."
+            f"effective, saved) uids are {_ids()[0]} and gids {_ids()[1]}."
         )
     extra = set(os.getgroups()) - target.groups if groups else ()
     if extra:

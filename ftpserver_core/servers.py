@@ -41,13 +41,14 @@ def build_data_channel_class(base, options, ssl_context=None):
     return type(base.__name__, (base,), attrs)
 
 
-def build_handler_class(options, worker_pool):
+def build_handler_class(options, worker_pool, digest_pool=None):
     """Return a fresh subclass of the configured handler carrying ``options``."""
     base = options.handler
     attrs = {
         "__module__": base.__module__,
         "authorizer": DjangoAuthorizer(),
         "worker_pool": worker_pool,
+        "digest_pool": digest_pool or worker_pool,
         "signal_sender": base,
         "timeout": options.timeout,
         "banner": options.banner,
@@ -100,8 +101,11 @@ class FTPServer(BaseFTPServer):
         self.worker_pool = WorkerPool(
             ioloop, options.auth_workers, max_pending=options.login_queue
         )
+        # HASH reads whole files: its own thread, so that no number of HASH
+        # commands can hold the login threads or fill the login queue.
+        self.digest_pool = WorkerPool(ioloop, 1, name="hash")
         self.stopped = threading.Event()
-        handler = build_handler_class(options, self.worker_pool)
+        handler = build_handler_class(options, self.worker_pool, self.digest_pool)
         self.signal_sender = handler.signal_sender
         # Logins in progress per address key (ftp_PASS admits, the verdict
         # or the session's end releases).
@@ -116,13 +120,18 @@ class FTPServer(BaseFTPServer):
             )
         except BaseException:
             self.worker_pool.shutdown()
+            self.digest_pool.shutdown()
             ioloop.close()
             raise
         self._bound = self.socket.getsockname()[:2]
         self.sessions = weakref.WeakSet()
         # Instance attributes: pyftpdlib's class defaults stay untouched.
         self.max_cons = options.max_connections or 0
-        self.max_cons_per_ip = options.max_connections_per_ip or 0
+        # The per-address limit is the handler's (an IPv6 client counts by
+        # its /64); pyftpdlib's own, by exact address, stays off.
+        self.max_cons_per_ip = 0
+        self.max_sessions_per_address = options.max_connections_per_ip or 0
+        self.sessions_per_address = collections.Counter()
 
     @property
     def host(self):
@@ -197,8 +206,10 @@ class FTPServer(BaseFTPServer):
         if self.stopped.is_set():
             return
         self.defender.stop()
-        # Login threads stuck on a hung database are not waited for.
+        # Login threads stuck on a hung database are not waited for, nor a
+        # HASH of a large file.
         self.worker_pool.shutdown(timeout=1.0)
+        self.digest_pool.shutdown(timeout=0.1)
         self.ioloop.sched.poll()
         self.ioloop.close()
         # Every event of this server is in the journal; the database gets

@@ -89,14 +89,23 @@ def default_workers():
 class Task:
     """A submitted call; ``cancel()`` drops it if no thread has started it."""
 
-    __slots__ = ("function", "callback", "args", "kwargs", "key", "cancelled")
+    __slots__ = (
+        "function",
+        "callback",
+        "args",
+        "kwargs",
+        "key",
+        "on_start",
+        "cancelled",
+    )
 
-    def __init__(self, function, callback, args, kwargs, key):
+    def __init__(self, function, callback, args, kwargs, key, on_start=None):
         self.function = function
         self.callback = callback
         self.args = args
         self.kwargs = kwargs
         self.key = key
+        self.on_start = on_start
         self.cancelled = False
 
     def cancel(self):
@@ -119,7 +128,7 @@ class WorkerPool:
     all.
     """
 
-    def __init__(self, ioloop, workers=None, max_pending=None):
+    def __init__(self, ioloop, workers=None, max_pending=None, name="auth"):
         self.waker = LoopWaker(ioloop)
         self.workers = workers or default_workers()
         self.max_pending = max_pending
@@ -133,7 +142,7 @@ class WorkerPool:
         self._closed = False
         for number in range(self.workers):
             thread = threading.Thread(
-                target=self._work, name=f"ftpserver-auth_{number}", daemon=True
+                target=self._work, name=f"ftpserver-{name}_{number}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
@@ -173,6 +182,9 @@ class WorkerPool:
                 if task.cancelled:
                     continue
                 self._running[task.key] += 1
+            if task.on_start is not None:
+                # Before the result, through the same queue: it runs first.
+                self.waker.call_soon(task.on_start)
             try:
                 result = task.function(*task.args, **task.kwargs)
             except Exception:  # the function's contract is not to raise
@@ -187,14 +199,15 @@ class WorkerPool:
             if result is not _FAILED:
                 self.waker.call_soon(task.callback, result)
 
-    def submit(self, function, callback, *args, key=None, **kwargs):
+    def submit(self, function, callback, *args, key=None, on_start=None, **kwargs):
         """Run ``function(*args, **kwargs)`` in a thread, then ``callback(result)``
         on the loop. ``function`` must not raise: it returns its outcome.
+        ``on_start()`` runs on the loop when a thread takes the task.
 
         Return the :class:`Task`, or None when ``max_pending`` tasks already
         wait (or the pool is shut down): the caller answers "try later".
         """
-        task = Task(function, callback, args, kwargs, key)
+        task = Task(function, callback, args, kwargs, key, on_start)
         with self._cond:
             if self._closed:
                 return None

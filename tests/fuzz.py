@@ -530,7 +530,9 @@ class Fuzz:
         raise FuzzFailure(
             f"FTP fuzz failure (seed {self.seed}, {self.phase}, line {self.sent} "
             f"of {self.total}): {reason}\n"
-            f"reproduce with: {self.command} --lines {self.total} --seed {self.seed}\n"
+            f"reproduce with: {self.command} --lines {self.total} --seed {self.seed}"
+            f" (or FTPSUITE_FUZZ_SEED={self.seed} FTPSUITE_FUZZ_LINES={self.total} "
+            "pytest tests/test_fuzz.py)\n"
             "last exchanges:\n" + "\n".join(shown)
         )
 
@@ -572,6 +574,7 @@ class Fuzz:
 
     def run(self):
         started = time.monotonic()
+        self.stats["next_report"] = 10000
         try:
             before = self.total // 2
             self.phase = "before login"
@@ -581,6 +584,7 @@ class Fuzz:
         finally:
             self.listener.close()
         self.check_log()
+        del self.stats["next_report"]
         self.stats["seconds"] = round(time.monotonic() - started, 1)
         return self.stats
 
@@ -596,6 +600,9 @@ class Fuzz:
                     else:
                         budget -= self._batch(session, login)
                     self.check_log()
+                    if self.sent >= self.stats["next_report"]:
+                        self.stats["next_report"] = self.sent + 10000
+                        self.say(f"{self.sent} lines ({self.phase})")
                 if not session.closed:
                     self._finish(session)
             finally:
@@ -603,13 +610,22 @@ class Fuzz:
             self.stats["sessions"] += 1
 
     def _open(self, login):
-        session = Session(self)
+        try:
+            session = Session(self)
+        except OSError as exc:
+            self.fail(f"cannot connect to the server: {exc}")
         try:
             greeting = session.read_reply("greeting")
         except Closed:
             self.fail("the server closed the connection before its greeting")
         if greeting.code != 220:
-            self.fail(f"greeting {greeting.lines[0]!r}")
+            hint = (
+                " (the fuzz has one session at a time: the server keeps sessions "
+                "it closed open)"
+                if b"Too many connections" in greeting.lines[0]
+                else ""
+            )
+            self.fail(f"greeting {greeting.lines[0]!r}{hint}")
         if login:
             try:
                 if session.command(b"USER " + self.username.encode()).code != 331:

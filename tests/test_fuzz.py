@@ -38,6 +38,7 @@ def fuzzed_server(transactional_db, make_account, tmp_path):
 def test_random_command_lines_get_well_formed_replies_and_no_error(fuzzed_server):
     seed = os.environ.get("FTPSUITE_FUZZ_SEED")
     seed = int(seed) if seed else random.SystemRandom().getrandbits(32)
+    print(f"fuzz seed {seed}, {LINES} lines")  # shown with a failure's output
     fuzz = Fuzz(
         fuzzed_server.host,
         fuzzed_server.port,
@@ -209,3 +210,37 @@ def test_nothing_sent_after_quit_runs(fuzzed_server):
     assert not (home / "made").exists()
     assert "Traceback" not in fuzzed_server.stderr
     assert "ERROR" not in fuzzed_server.stderr
+
+
+@pytest.mark.parametrize("mode", ["active", "passive"])
+def test_quit_with_an_unused_data_connection_ends_the_session(fuzzed_server, mode):
+    # pyftpdlib took an open data connection for a transfer in progress: the
+    # session stayed open after 221, no longer reading, until the data
+    # timeout. The fuzz ran into the per-address connection limit with them.
+    ftp = Raw(fuzzed_server).login()
+    with socket.socket() as listener:
+        if mode == "active":
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            port = listener.getsockname()[1]
+            ftp.send(b"PORT 127,0,0,1,%d,%d\r\n" % (port >> 8, port & 255))
+            assert ftp.reply() == [b"200 Active data connection established."]
+            data, _ = listener.accept()
+        else:
+            ftp.send(b"EPSV\r\n")
+            reply = ftp.reply()[0]
+            port = int(reply.split(b"|||")[1].split(b"|")[0])
+            data = socket.create_connection(("127.0.0.1", port), 10)
+        with data:
+            ftp.send(b"QUIT\r\n")
+            assert ftp.reply() == [b"221 Goodbye."]
+            # Ends now, not at the data timeout (FTPSERVER_DATA_TIMEOUT, 120 s).
+            assert ftp.at_eof()
+            data.settimeout(10)
+            try:
+                assert data.recv(1) == b""
+            except ConnectionResetError:
+                # Still in the passive listener's backlog when the session
+                # ended: closing the listener resets it. Ended either way.
+                pass
+    ftp.close()

@@ -67,7 +67,8 @@ def target():
 @pytest.fixture
 def shared_dir(target):
     """A directory ``target`` can reach and write (pytest's tmp_path is root's
-    alone): homes and the audit journal go here."""
+    alone): homes and the audit journal go here. Tests list it before the
+    fixtures that start servers, so that it is removed after they stopped."""
     path = Path(tempfile.mkdtemp(prefix="ftpsuite-privileges-"))
     path.chmod(0o755)
     os.chown(path, target.uid, target.gid)
@@ -156,7 +157,7 @@ def upload_and_download(server, name, payload):
 
 @needs_root
 def test_the_server_drops_to_the_user_once_bound_and_serves_as_it(
-    ftpserver_cmd, make_account, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, ftpserver_cmd, make_account, target, tmp_path
 ):
     account = make_account("alice", home=str(shared_dir / "homes" / "{username}"))
     give(Path(account.home_path), target)
@@ -194,7 +195,7 @@ def test_the_server_drops_to_the_user_once_bound_and_serves_as_it(
 
 @needs_root
 def test_every_prefork_process_drops_before_serving(
-    ftpserver_cmd, make_account, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, ftpserver_cmd, make_account, target, tmp_path
 ):
     account = make_account("alice", home=str(shared_dir / "homes" / "{username}"))
     give(Path(account.home_path), target)
@@ -222,7 +223,7 @@ def test_every_prefork_process_drops_before_serving(
 
 @needs_root
 def test_user_and_group_from_the_settings(
-    ftpserver_cmd, make_account, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, ftpserver_cmd, make_account, target, tmp_path
 ):
     try:
         other = grp.getgrnam("daemon")
@@ -248,7 +249,7 @@ def test_user_and_group_from_the_settings(
 
 @needs_root
 def test_ftps_with_a_key_only_root_can_read(
-    ftpserver_cmd, make_account, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, ftpserver_cmd, make_account, target, tmp_path
 ):
     # One process loads the key before the drop: it may stay root's alone.
     tls_dir = tmp_path / "tls"
@@ -280,7 +281,7 @@ def test_ftps_with_a_key_only_root_can_read(
 
 @needs_root
 def test_a_journal_left_by_a_run_as_root_is_recovered_by_the_user(
-    ftpserver_cmd, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, ftpserver_cmd, target, tmp_path
 ):
     # A server that ran as root and was killed left a segment only root can
     # read; the next server, dropping to the user, takes it over and writes it.
@@ -372,7 +373,7 @@ def test_a_drop_that_keeps_a_way_back_to_root_is_refused(target):
 
 @needs_root
 def test_a_database_the_user_cannot_write_is_a_command_error(
-    run_ftpserver, target, shared_dir, tmp_path
+    shared_dir, run_ftpserver, target, tmp_path
 ):
     if connection.vendor != "sqlite":
         pytest.skip("only a SQLite database is a file the user must be able to write")
@@ -401,7 +402,7 @@ def test_a_database_the_user_cannot_write_is_a_command_error(
 
 @needs_root
 def test_a_journal_directory_the_user_cannot_reach_is_a_command_error(
-    run_ftpserver, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, run_ftpserver, target, tmp_path
 ):
     private = shared_dir / "root-only"
     private.mkdir(mode=0o700)
@@ -421,7 +422,7 @@ def test_a_journal_directory_the_user_cannot_reach_is_a_command_error(
 
 @needs_root
 def test_prefork_workers_that_cannot_read_the_key_are_a_command_error(
-    run_ftpserver, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, run_ftpserver, target, tmp_path
 ):
     # Prefork workers build their TLS contexts after the drop.
     tls_dir = tmp_path / "tls"
@@ -567,7 +568,7 @@ def test_an_unknown_user_in_the_settings_is_a_system_check_error(
 
 @needs_root
 def test_a_server_started_as_the_user_itself_has_nothing_to_drop(
-    make_account, target, shared_dir, database_of, tmp_path
+    shared_dir, database_of, make_account, target, tmp_path
 ):
     # FTPSERVER_USER in settings shared with a server that a process manager
     # starts as that user (systemd's User=): no root needed, nothing dropped.

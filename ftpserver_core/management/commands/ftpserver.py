@@ -233,9 +233,9 @@ class Command(BaseCommand):
             raise privileges.PrivilegeError(" ".join(problems))
         # Not refused: what the server has imported keeps working, and a
         # module imported later fails in a log line. But say it now.
-        for directory in privileges.unreadable_code():
+        for code in privileges.unreadable_code():
             self.stderr.write(
-                f"Warning: the user {target.user!r} cannot read {directory!r}: a "
+                f"Warning: the user {target.user!r} cannot read {code!r}: a "
                 "Python module the server imports after the drop would fail to "
                 "load. Install Python and the project where that user can read "
                 "them.\n",
