@@ -1035,6 +1035,14 @@ if tls.available:
         dtp_handler = TLSDataChannel
         proto_cmds = {**TLS_FTPHandler.proto_cmds, **EXTRA_COMMANDS}
 
+        def ftp_AUTH(self, line):
+            # Plain text sent behind AUTH TLS in the same packet would be run
+            # as if it came through TLS (the STARTTLS injection of
+            # CVE-2011-0411): whatever was read with AUTH is dropped.
+            self.ac_in_buffer = b""
+            self._in_buffer, self._in_buffer_len = [], 0
+            super().ftp_AUTH(line)
+
         # The reply of a PROT P data connection the data channel refused
         # before any transfer command came (TLSDataChannel.refuse): the
         # session's next transfer gets it at once, instead of a 150 and a

@@ -29,7 +29,7 @@ from .. import audit, signals
 from ..conf import settings
 from .addresses import NetworkMap, address_key, parse
 from .scores import ScoreBoard
-from .store import BanStore
+from .store import BanStore, outlasts
 
 logger = logging.getLogger("ftpserver_core.defender")
 
@@ -154,7 +154,9 @@ class Defender:
         if not self.enabled or self.is_safe(ip):
             return
         if username:
-            self.usernames.add(username, 1, time.monotonic())
+            # A user name is at most 150 characters (Django's): longer ones
+            # are no account's, and must not cost more memory.
+            self.usernames.add(username[:150], 1, time.monotonic())
         self.offend(ip, "unknown_user" if unknown_user else "wrong_password")
 
     def login_delay(self, username):
@@ -166,7 +168,7 @@ class Defender:
         """
         if not self.enabled or not username:
             return 0.0
-        failures = self.usernames.total(username, time.monotonic())
+        failures = self.usernames.total(username[:150], time.monotonic())
         excess = failures - self.username_threshold
         if excess < 0:
             return 0.0
@@ -240,36 +242,35 @@ class Defender:
 
     def apply(self, changes):
         """Take the store's news (on the loop): bans, offence counts, rules."""
-        previous = self.bans
-        if changes.get("full"):
-            local = [(net, ban) for net, ban in previous.items() if ban["id"] is None]
-            self.bans = NetworkMap(local)
-            self.offences = {**changes.get("offences", {}), **self.offences}
-        now = time.time()
+        loaded = changes.get("full")
         refuse_more = False
+        if loaded is not None:
+            # Bans this server made that the store has not written yet.
+            for network, ban in self.bans.items():
+                if ban["id"] is None and loaded.get(network) is None:
+                    loaded.set(network, ban)
+            self.bans = loaded
+            self.offences = {**changes.get("offences", {}), **self.offences}
+            refuse_more = True
+        now = time.time()
         for view in changes.get("bans", ()):
             network = view["network"]
+            current = self.bans.get(network)
             active = view["active"] and (
                 view["expires"] is None or view["expires"] > now
             )
             if active:
-                known = previous.get(network)
-                current = self.bans.get(network)
-                if current is not None and _outlasts(current, view):
-                    # Two bans of one network (two nodes at once, an admin's
-                    # on top): the longer one is enforced.
+                if current is not None and outlasts(current, view):
                     continue
                 self.bans.set(network, view)
                 self.offences[network] = max(
                     self.offences.get(network, 0), view["offence"]
                 )
-                refuse_more = refuse_more or known is None
-            else:
-                current = self.bans.get(network)
-                if current is not None and current["id"] in (None, view["id"]):
-                    self.bans.discard(network)
-                    # Another active ban of the network may be in the table.
-                    self.store.reload_soon()
+                refuse_more = refuse_more or current is None
+            elif current is not None and current["id"] in (None, view["id"]):
+                self.bans.discard(network)
+                # Another active ban of the network may be in the table.
+                self.store.reload_soon()
         rules = changes.get("rules")
         if rules is not None:
             self.safelist = NetworkMap(
@@ -282,12 +283,3 @@ class Defender:
             refuse_more = True
         if refuse_more:
             self.close_refused_sessions()
-
-
-def _outlasts(current, view):
-    """True when the ``current`` ban lasts at least as long as ``view``'s."""
-    if current.get("id") == view["id"]:
-        return False  # the same row, changed (extended, shortened)
-    if current["expires"] is None:
-        return True
-    return view["expires"] is not None and current["expires"] >= view["expires"]

@@ -18,6 +18,21 @@ def parse(ip):
     return address
 
 
+def network_of(value):
+    """Return ``value`` (an address or CIDR network) as an ip_network.
+
+    An IPv4-mapped IPv6 network (``::ffff:10.0.0.0/104``) is the IPv4 one
+    (``10.0.0.0/8``): client addresses are looked up as IPv4. Raise
+    ValueError when it is neither.
+    """
+    network = ipaddress.ip_network(str(value).strip(), strict=False)
+    if network.version == 6 and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
 def address_key(ip):
     """Return the network the defender scores ``ip`` under: /32 or IPv6 /64."""
     address = parse(ip)
@@ -50,12 +65,12 @@ class NetworkMap:
         )
 
     def set(self, network, value):
-        net = ipaddress.ip_network(network, strict=False)
+        net = network_of(network)
         table = self._by_version[net.version].setdefault(net.prefixlen, {})
         table[int(net.network_address)] = (str(net), value)
 
     def discard(self, network):
-        net = ipaddress.ip_network(network, strict=False)
+        net = network_of(network)
         lengths = self._by_version[net.version]
         table = lengths.get(net.prefixlen)
         if table is not None:
@@ -65,7 +80,7 @@ class NetworkMap:
 
     def get(self, network):
         """Return the value stored for exactly ``network``, or None."""
-        net = ipaddress.ip_network(network, strict=False)
+        net = network_of(network)
         table = self._by_version[net.version].get(net.prefixlen)
         if table is None:
             return None

@@ -4,8 +4,6 @@ The FTP server keeps an in-memory copy of both and enforces it at accept time
 (``ftpserver_core.defender``); the admin edits them here.
 """
 
-import ipaddress
-
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -19,9 +17,11 @@ def normalize_network(value):
     An IPv4-mapped IPv6 address counts as its IPv4 address. Raise
     ValidationError quoting the value when it is neither.
     """
+    from ..defender.addresses import network_of
+
     text = str(value).strip()
     try:
-        network = ipaddress.ip_network(text, strict=False)
+        network = network_of(text)
     except ValueError:
         raise ValidationError(
             _(
@@ -31,10 +31,6 @@ def normalize_network(value):
             code="invalid_network",
             params={"value": text},
         ) from None
-    if network.version == 6 and network.prefixlen == 128:
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            network = ipaddress.ip_network(mapped)
     return str(network)
 
 
