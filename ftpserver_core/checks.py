@@ -45,16 +45,27 @@ ERROR_IDS = {
 }
 
 
+# Looked up in this host's user database: checked where the FTP server runs
+# (``ftpserver`` and ``check --deploy``), not by every command, so that
+# settings shared with a web host without that user still migrate there.
+PRIVILEGE_SETTINGS = ("USER", "GROUP")
+
+
+def _option_error(exc):
+    return checks.Error(
+        f"FTPSERVER_{exc.name}: {exc.message}",
+        hint=f"Fix FTPSERVER_{exc.name} in your settings.",
+        id=ERROR_IDS.get(exc.name, "ftpserver_core.E000"),
+    )
+
+
 @checks.register("ftpserver")
 def check_settings(app_configs, **kwargs):
     """Report every bad FTPSERVER_* value, quoting it."""
     errors = [
-        checks.Error(
-            f"FTPSERVER_{exc.name}: {exc.message}",
-            hint=f"Fix FTPSERVER_{exc.name} in your settings.",
-            id=ERROR_IDS.get(exc.name, "ftpserver_core.E000"),
-        )
+        _option_error(exc)
         for exc in ServerOptions.errors()
+        if exc.name not in PRIVILEGE_SETTINGS
     ]
     for name, validator in (
         ("DEFAULT_PERMISSION", validate_permission),
@@ -198,6 +209,16 @@ def check_debug(app_configs, **kwargs):
 # Deployment checks of the FTP server: run by ``manage.py check --deploy`` and
 # by the ``ftpserver`` command before it starts, not by every command.
 DEPLOY_TAG = "ftpserver_deploy"
+
+
+@checks.register(DEPLOY_TAG, deploy=True)
+def check_privileges(app_configs, **kwargs):
+    """Report an FTPSERVER_USER/GROUP this host does not have (E015)."""
+    return [
+        _option_error(exc)
+        for exc in ServerOptions.errors()
+        if exc.name in PRIVILEGE_SETTINGS
+    ]
 
 
 @checks.register(DEPLOY_TAG, deploy=True)

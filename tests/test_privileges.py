@@ -566,6 +566,29 @@ def test_an_unknown_user_in_the_settings_is_a_system_check_error(
     assert "Starting FTP server" not in result.stdout
 
 
+def test_an_unknown_user_is_checked_only_where_the_server_runs(tmp_path):
+    """Settings shared with a web host that has no such user still migrate."""
+    env = command_env(settings_module(tmp_path, FTPSERVER_USER="no-such-user-ftpsuite"))
+    env["DJANGO_SETTINGS_MODULE"] = "cmd_settings"
+
+    def check(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "django", "check", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    plain = check()
+    assert plain.returncode == 0, plain.stderr
+    deploy = check("--deploy", "--tag", "ftpserver_deploy")
+    assert deploy.returncode == 1
+    assert (
+        "(ftpserver_core.E015) FTPSERVER_USER: 'no-such-user-ftpsuite'" in deploy.stderr
+    )
+
+
 @needs_root
 def test_a_server_started_as_the_user_itself_has_nothing_to_drop(
     shared_dir, database_of, make_account, target, tmp_path
