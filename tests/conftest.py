@@ -26,11 +26,12 @@ PASSWORD = "s3cret-Passw0rd"
 class LiveServer:
     """A running FTP server in a thread of the test process."""
 
-    def __init__(self, **overrides):
+    def __init__(self, sock=None, **overrides):
+        """``sock``: a listening socket to serve on (instead of host:port)."""
         overrides.setdefault("host", "127.0.0.1")
         overrides.setdefault("port", 0)
         self.options = ServerOptions.from_settings(**overrides)
-        self.server = build_server(self.options)
+        self.server = build_server(self.options, sock=sock)
         self.host, self.port = self.server.host, self.server.port
         self.thread = threading.Thread(target=self.server.serve, daemon=True)
         self.thread.start()

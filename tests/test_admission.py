@@ -4,14 +4,22 @@ Clients bind to distinct loopback addresses (127.0.0.x); the defender is off
 where a test is about admission alone.
 """
 
+import ctypes
 import ftplib
+import os
+import queue
+import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
+import types
 
 import pytest
 
+from ftpserver_core.defender import address_key
 from ftpserver_core.workers import WorkerPool
 
 from .audit_tools import wait_until
@@ -308,3 +316,310 @@ def test_a_cancelled_task_is_not_run_and_a_full_pool_says_so():
         release.set()
         pool.shutdown(timeout=5)
         ioloop.close()
+
+
+# --- the hostile review: the server's own limits, the deadline, HASH, /64s
+
+
+def score(live, source):
+    """The defender's score of ``source``'s address (its /32, its IPv6 /64)."""
+    return live.server.defender.scores.total(address_key(source), time.monotonic())
+
+
+def disconnected(recorder, source):
+    return [
+        e for e in recorder.of("ftp_client_disconnected") if e["remote_ip"] == source
+    ]
+
+
+def final_reply(ftp):
+    """The reply to a command already sent, error replies included."""
+    try:
+        return ftp.getresp()
+    except ftplib.error_temp as exc:
+        return str(exc)
+
+
+def test_a_login_refused_because_the_queue_is_full_scores_nothing(
+    slow_logins, settings, ftp_server, make_account, recorder
+):
+    settings.FTPSERVER_DEFENDER_ENABLED = True
+    slow_logins.reset(delay=1.5)
+    make_account("alice")
+    live = ftp_server(auth_workers=1, login_queue=1)
+    running = connect(live, "127.0.0.54")
+    running.sendcmd("USER alice")
+    running.putcmd(f"PASS {PASSWORD}")
+    wait_until(lambda: len(slow_logins.calls) == 1)
+    waiting = connect(live, "127.0.0.55")
+    waiting.sendcmd("USER alice")
+    waiting.putcmd(f"PASS {PASSWORD}")
+    wait_until(lambda: live.server.worker_pool.pending() == 1)
+    refused = connect(live, "127.0.0.56")
+    refused.sendcmd("USER alice")
+    with pytest.raises(ftplib.error_temp, match="421 The server is busy"):
+        refused.sendcmd(f"PASS {PASSWORD}")
+    refused.close()
+    wait_until(lambda: disconnected(recorder, "127.0.0.56"))
+    # The server's queue, not the client's doing: no "no_login" at the end.
+    assert score(live, "127.0.0.56") == 0
+    assert running.getresp().startswith("230")
+    assert waiting.getresp().startswith("230")
+
+
+def test_a_login_the_database_does_not_answer_in_time_scores_nothing(
+    slow_logins, settings, ftp_server, make_account, recorder
+):
+    settings.FTPSERVER_DEFENDER_ENABLED = True
+    slow_logins.reset(delay=1.5)
+    make_account("alice")
+    live = ftp_server(login_timeout=0.5)
+    ftp = connect(live, "127.0.0.57")
+    ftp.sendcmd("USER alice")
+    with pytest.raises(ftplib.error_temp, match="421 Service not available"):
+        ftp.sendcmd(f"PASS {PASSWORD}")
+    ftp.close()
+    wait_until(lambda: disconnected(recorder, "127.0.0.57"))
+    failed = recorder.of("ftp_login_failed")
+    assert [f["reason"] for f in failed] == ["database_unavailable"]
+    assert score(live, "127.0.0.57") == 0
+
+
+def test_the_login_deadline_runs_from_when_a_thread_takes_the_login(
+    slow_logins, ftp_server, make_account, recorder
+):
+    """LOGIN_TIMEOUT is for a database that does not answer: a login that
+    waited its turn in the queue longer than that is still checked."""
+    make_account("alice")
+    live = ftp_server(auth_workers=1, login_timeout=2)
+    clients = []
+    for number in range(6):
+        ftp = connect(live, f"127.0.0.{58 + number}", timeout=30)
+        ftp.sendcmd("USER alice")
+        ftp.putcmd(f"PASS {PASSWORD}")
+        clients.append(ftp)
+    # One thread, 0.5 s a login: the last one waits 2.5 s for its turn.
+    replies = [final_reply(ftp)[:3] for ftp in clients]
+    assert replies == ["230"] * 6
+    assert slow_logins.calls == ["alice"] * 6
+    assert not recorder.of("ftp_login_failed")
+
+
+@pytest.fixture
+def held_hashes(monkeypatch):
+    """HASH reads its file only once ``gate`` is set; ``read`` names the files.
+
+    Ask for it after ftp_server: the gate opens before the server stops.
+    """
+    from ftpserver_core import digests
+
+    gate = threading.Event()
+    read = []
+    compute = digests.compute
+
+    def held(path, *args, **kwargs):
+        read.append(os.path.basename(path))
+        gate.wait(30)
+        return compute(path, *args, **kwargs)
+
+    monkeypatch.setattr(digests, "compute", held)
+    yield types.SimpleNamespace(gate=gate, read=read)
+    gate.set()
+
+
+def hash_files(account, *names):
+    for name in names:
+        with open(os.path.join(account.home_path, name), "wb") as fh:
+            fh.write(name.encode() * 1000)
+
+
+def test_a_hash_in_progress_holds_no_login_thread_and_no_place_in_the_login_queue(
+    settings, ftp_server, make_account, held_hashes
+):
+    settings.FTPSERVER_DEFENDER_ENABLED = False
+    account = make_account("alice")
+    hash_files(account, "one.bin", "two.bin")
+    live = ftp_server(auth_workers=1, login_queue=1)
+    hashing = []
+    for _ in range(2):
+        ftp = connect(live, "127.0.0.64")
+        ftp.login("alice", PASSWORD)
+        hashing.append(ftp)
+    for ftp, name in zip(hashing, ("one.bin", "two.bin"), strict=True):
+        ftp.putcmd(f"HASH {name}")
+    # One HASH reads (a large file, a slow disk), the other waits its turn.
+    wait_until(lambda: held_hashes.read == ["one.bin"])
+    # Neither holds the only login thread nor the one place in its queue.
+    other = connect(live, "127.0.0.65")
+    assert other.login("alice", PASSWORD).startswith("230")
+    assert other.voidcmd("NOOP").startswith("200")
+    held_hashes.gate.set()
+    for ftp, name in zip(hashing, ("one.bin", "two.bin"), strict=True):
+        reply = ftp.getresp()
+        assert reply.startswith("213 ") and reply.endswith(f"/{name}"), reply
+        assert ftp.voidcmd("NOOP").startswith("200")
+
+
+def test_a_client_that_leaves_drops_its_waiting_hash(
+    settings, ftp_server, make_account, recorder, held_hashes
+):
+    settings.FTPSERVER_DEFENDER_ENABLED = False
+    account = make_account("alice")
+    hash_files(account, "one.bin", "gone.bin", "last.bin")
+    live = ftp_server(auth_workers=1)
+    first, gone, last = (connect(live, "127.0.0.66") for _ in range(3))
+    for ftp in (first, gone, last):
+        ftp.login("alice", PASSWORD)
+    first.putcmd("HASH one.bin")
+    wait_until(lambda: held_hashes.read == ["one.bin"])
+    gone.putcmd("HASH gone.bin")
+    gone.close()
+    wait_until(
+        lambda: disconnected(recorder, "127.0.0.66"),
+        message="the server did not notice the client leave during its HASH",
+    )
+    last.putcmd("HASH last.bin")
+    held_hashes.gate.set()
+    assert first.getresp().startswith("213 ")
+    assert last.getresp().startswith("213 ")
+    # The HASH of the client that left was never read.
+    assert held_hashes.read == ["one.bin", "last.bin"]
+
+
+def test_the_per_address_connection_limit_counts_sessions_by_the_address_key(
+    settings, ftp_server, recorder
+):
+    settings.FTPSERVER_DEFENDER_ENABLED = False
+    live = ftp_server(max_connections_per_ip=2)
+    clients = [connect(live, "127.0.0.67") for _ in range(2)]
+    assert live.server.sessions_per_address == {"127.0.0.67/32": 2}
+    with pytest.raises(ftplib.error_temp, match="421 Too many connections from"):
+        connect(live, "127.0.0.67")
+    assert connect(live, "127.0.0.68").voidcmd("NOOP").startswith("200")
+    # A session that ends gives its place back.
+    clients.pop().quit()
+    wait_until(lambda: live.server.sessions_per_address["127.0.0.67/32"] == 1)
+    clients.append(connect(live, "127.0.0.67"))
+    assert clients[-1].voidcmd("NOOP").startswith("200")
+    refused = recorder.of("ftp_connection_refused")
+    assert [r["reason"] for r in refused] == ["too_many_connections_per_ip"]
+
+
+# One host's IPv6 /64 (SLAAC gives it 2**64 addresses), another's, and the server.
+SERVER_V6 = "2001:db8:0:1::1"
+ONE_64 = ["2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:1::3"]
+OTHER_64 = "2001:db8:2:2::1"
+CLONE_NEWNET = 0x40000000
+
+
+class PrivateNetwork:
+    """Sockets in a network namespace of their own: lo, with IPv6 addresses.
+
+    unshare(2) moves only the thread that calls it: this class's thread
+    enters the namespace and makes the sockets the test asks for. A socket
+    stays in the namespace it was made in whichever thread uses it, so the
+    server and the database connections stay in the test's own.
+    """
+
+    def __init__(self, addresses):
+        self._calls = queue.SimpleQueue()
+        self._ready = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, args=(addresses,), daemon=True
+        )
+        self._thread.start()
+        problem = self._ready.get(timeout=30)
+        if problem:
+            self._thread.join(5)
+            raise OSError(problem)
+
+    def _run(self, addresses):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) != 0:
+            self._ready.put(f"unshare: {os.strerror(ctypes.get_errno())}")
+            return
+        commands = [["ip", "link", "set", "lo", "up"]] + [
+            ["ip", "-6", "addr", "add", f"{address}/128", "dev", "lo", "nodad"]
+            for address in addresses
+        ]
+        for command in commands:
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                self._ready.put(f"{' '.join(command)}: {done.stderr.strip()}")
+                return
+        self._ready.put(None)
+        while (call := self._calls.get()) is not None:
+            function, args, results = call
+            try:
+                results.put((True, function(*args)))
+            except BaseException as exc:
+                results.put((False, exc))
+
+    def call(self, function, *args):
+        """Return ``function(*args)`` run in the namespace (its sockets are there)."""
+        results = queue.SimpleQueue()
+        self._calls.put((function, args, results))
+        ok, value = results.get(timeout=60)
+        if not ok:
+            raise value
+        return value
+
+    def close(self):
+        self._calls.put(None)
+        self._thread.join(5)
+
+
+@pytest.fixture
+def private_network():
+    """A PrivateNetwork holding SERVER_V6, ONE_64 and OTHER_64; skipped where
+    the test process may not make one (not root, no ip(8))."""
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip(8) on Linux for a network namespace")
+    try:
+        network = PrivateNetwork([SERVER_V6, *ONE_64, OTHER_64])
+    except OSError as exc:
+        pytest.skip(f"no network namespace: {exc}")
+    yield network
+    network.close()
+
+
+def _listen(host):
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(100)
+    return sock
+
+
+def _connect6(host, port, source):
+    ftp = ftplib.FTP(timeout=10)
+    ftp.connect(host, port, source_address=(source, 0, 0, 0))
+    return ftp
+
+
+def test_the_per_address_connection_limit_counts_an_ipv6_64_as_one_client(
+    settings, private_network, ftp_server, recorder
+):
+    """pyftpdlib counts exact addresses: one IPv6 host, with its /64 to
+    spread over, held every connection. The limit counts the defender's key."""
+    settings.FTPSERVER_DEFENDER_ENABLED = False
+    listener = private_network.call(_listen, SERVER_V6)
+    live = ftp_server(sock=listener, max_connections_per_ip=2)
+
+    def connect6(source):
+        return private_network.call(_connect6, live.host, live.port, source)
+
+    clients = [connect6(ONE_64[0]), connect6(ONE_64[1])]
+    # A third address of the same /64 is the same client.
+    with pytest.raises(ftplib.error_temp, match="421 Too many connections from"):
+        connect6(ONE_64[2])
+    assert live.server.sessions_per_address == {"2001:db8:1:1::/64": 2}
+    # Another /64 is another client.
+    assert connect6(OTHER_64).voidcmd("NOOP").startswith("200")
+    clients.pop().quit()
+    wait_until(lambda: live.server.sessions_per_address["2001:db8:1:1::/64"] == 1)
+    clients.append(connect6(ONE_64[2]))
+    assert clients[-1].voidcmd("NOOP").startswith("200")
+    refused = recorder.of("ftp_connection_refused")
+    assert [(r["reason"], r["remote_ip"]) for r in refused] == [
+        ("too_many_connections_per_ip", ONE_64[2])
+    ]

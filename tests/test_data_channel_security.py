@@ -591,8 +591,10 @@ def test_reuse_stranger_racing_lftp_gets_nothing(reuse_ftp, alice, tmp_path):
     def steal(sock):
         try:
             conn = client_context().wrap_socket(sock)
-        except OSError as exc:
-            stolen.append(repr(exc).encode())
+        except OSError:
+            # Refused or reset in the handshake (whether the server read its
+            # part first is timing): nothing received.
+            stolen.append(b"")
             return
         stolen.append(read_all(conn))
         conn.close()

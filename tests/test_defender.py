@@ -4,6 +4,7 @@ Clients bind to distinct loopback addresses (127.0.0.x): 127.0.0.1 is on the
 suite's safelist (tests/settings.py), so each test scores its own addresses.
 """
 
+import collections
 import ftplib
 import socket
 import time
@@ -402,3 +403,133 @@ def test_scores_are_bounded_in_memory_and_forget_the_window():
     for key in ("a", "b", "c"):
         board.add(key, 1, 0.0)
     assert len(board) == 3 and board.total("sprayed", 0.0) == 0
+
+
+# --- the hostile review
+
+
+def score(live, source):
+    """The defender's score of ``source``'s address."""
+    return live.server.defender.scores.total(address_key(source), time.monotonic())
+
+
+def refused_login(live, source, password):
+    """Log in and be refused (530); return the session, still open."""
+    ftp = connect(live, source)
+    ftp.sendcmd("USER alice")
+    with pytest.raises(ftplib.error_perm, match="530"):
+        ftp.sendcmd(f"PASS {password}")
+    return ftp
+
+
+def test_a_right_password_refused_for_too_many_sessions_scores_as_a_wrong_one(
+    fast_defender, ftp_server, make_account, recorder
+):
+    """A different score (nothing until the end) told an attacker that the
+    password was right."""
+    make_account("alice", max_sessions=1)
+    live = ftp_server()
+    held = connect(live, "127.0.0.1")
+    held.login("alice", PASSWORD)
+    right = refused_login(live, "127.0.0.26", PASSWORD)
+    wrong = refused_login(live, "127.0.0.27", "wrong")
+    failed = recorder.wait_for("ftp_login_failed", count=2)
+    assert [f["reason"] for f in failed] == ["too_many_sessions", "bad_credentials"]
+    assert score(live, "127.0.0.26") == score(live, "127.0.0.27") == 1
+    right.quit()
+    wrong.quit()
+    recorder.wait_for("ftp_client_disconnected", count=2)
+    assert score(live, "127.0.0.26") == score(live, "127.0.0.27") == 1
+    held.quit()
+
+
+def test_a_full_reload_of_many_bans_is_parsed_by_the_store_not_on_the_loop(
+    db, monkeypatch
+):
+    """An IPv6 /48 holds 65,536 /64s to ban: parsing them all in apply()
+    stalled every session for seconds at each full reload."""
+    import ipaddress
+
+    now = timezone.now()
+    Ban.objects.bulk_create(
+        Ban(
+            network=f"2001:db8:0:{number:x}::/64",
+            reason="abuse",
+            created_at=now,
+            expires_at=now + timedelta(hours=1),
+            created_by="test",
+        )
+        for number in range(1, 20_001)
+    )
+    defender = Defender(_Server())
+    # A ban this server made that the store has not written yet.
+    defender.bans.set(
+        "2001:db8:ffff::/64",
+        {
+            "id": None,
+            "network": "2001:db8:ffff::/64",
+            "reason": "abuse",
+            "expires": time.time() + 3600,
+            "active": True,
+            "offence": 1,
+        },
+    )
+    changes = defender.store._sync()  # the store's thread's work
+    parsed = []
+    ip_network = ipaddress.ip_network
+
+    def counted(value, *args, **kwargs):
+        parsed.append(str(value))
+        return ip_network(value, *args, **kwargs)
+
+    monkeypatch.setattr(ipaddress, "ip_network", counted)
+    defender.apply(changes)  # the loop's
+    monkeypatch.undo()
+    on_loop = [network for network in parsed if network.startswith("2001:db8:0:")]
+    assert not on_loop, f"{len(on_loop)} parses of the loaded bans on the loop"
+    assert len(defender.bans) == 20_001
+    assert defender.refusal("2001:db8:0:4e20::7") == "banned"
+    assert defender.refusal("2001:db8:ffff::1") == "banned"
+    assert defender.refusal("2001:db8:1::1") is None
+
+
+def test_a_ban_shortened_in_the_database_is_shortened_by_the_server_that_made_it(
+    fast_defender, ftp_server
+):
+    live = ftp_server()
+    ftp = connect(live, "127.0.0.28")
+    ftp.putline("USER a\x01b")  # 3 points
+    assert ftp.getline().startswith("501")
+    ftp.putline("USER a\x01b")  # 6: banned
+    assert ftp.getline().startswith("421 Your address is banned")
+    ftp.close()
+    ban = wait_until(lambda: active_bans("127.0.0.28/32"))[0]
+    assert ban.expires_at - ban.created_at == timedelta(seconds=1800)
+    # The admin's edit: the ban ends in 2 s.
+    ban.expires_at = timezone.now() + timedelta(seconds=2)
+    ban.save()
+    wait_until(lambda: greeting(live, "127.0.0.28").startswith("220"), timeout=15)
+
+
+def test_the_connection_that_crosses_the_threshold_at_the_per_address_limit_is_refused_once(
+    fast_defender, ftp_server, recorder
+):
+    """Its ban refused it again from within the limit's refusal: a second
+    ftp_connection_refused, and a 421 ban in place of its 421 limit."""
+    live = ftp_server(max_connections_per_ip=1)
+    held = connect(live, "127.0.0.29")
+    # 3 points per connection over the limit: the second one bans.
+    replies = [greeting(live, "127.0.0.29") for _ in range(2)]
+    for reply in replies:
+        assert reply.startswith("421 Too many connections from the same IP"), reply
+    assert held.getline().startswith("421 Your address is banned")
+    held.close()
+    assert greeting(live, "127.0.0.29").startswith("421 Your address is banned")
+    refused = recorder.of("ftp_connection_refused")
+    per_session = collections.Counter(r["session_id"] for r in refused)
+    assert set(per_session.values()) == {1}, refused
+    assert [r["reason"] for r in refused][:3] == [
+        "too_many_connections_per_ip",
+        "too_many_connections_per_ip",
+        "banned",
+    ]
