@@ -135,12 +135,35 @@ LOGGING = {
     },
 }
 
-# Every FTP server setting can come from the environment.
+# Every FTP server setting can come from the environment. Lists are
+# comma-separated (FTPSERVER_HOME_ROOTS=/srv/ftp,/data/ftp), the defender's
+# scores kind=points pairs (FTPSERVER_DEFENDER_SCORES=no_login=0,abuse=5).
+_LIST_SETTINGS = {"HOME_ROOTS", "DEFENDER_SAFELIST"}
+_DICT_SETTINGS = {"DEFENDER_SCORES"}
+
+
+def _pairs(text):
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, number = item.partition("=")
+        try:
+            result[key.strip()] = int(number)
+        except ValueError:
+            result[key.strip()] = number  # the system check quotes it
+    return result
+
+
 for _name, _default in FTP_DEFAULTS.items():
     _value = os.environ.get("FTPSERVER_" + _name)
     if _value is None:
         continue
-    if isinstance(_default, bool):
+    if _value.strip().lower() in ("", "none") and _default is None:
+        _value = None
+    elif _name in _LIST_SETTINGS:
+        _value = [item.strip() for item in _value.split(",") if item.strip()]
+    elif _name in _DICT_SETTINGS:
+        _value = _pairs(_value)
+    elif isinstance(_default, bool):
         _value = _value.strip().lower() in ("1", "true", "yes", "on")
     elif isinstance(_default, int):
         try:

@@ -375,3 +375,13 @@ def test_home_roots_over_ftp(ftp_server, tmp_path):
         assert login_reply(server, "out").startswith("530")
     assert (inside / "in").is_dir()
     assert not (outside / "out").exists()
+
+
+def test_a_named_root_deep_in_root_s_home_is_the_operator_s():
+    from ftpserver_core.models.accounts import home_root_problem
+
+    # A project checked out under /root keeps its data there (quickstart).
+    assert home_root_problem("/root/project/var/ftp") is None
+    assert home_root_problem("/var/lib/ftpadmin/homes") is None
+    for shallow in ("/root", "/root/ftp", "/var/ftp2", "/etc/ftp/homes"):
+        assert "system directory" in home_root_problem(shallow), shallow

@@ -92,6 +92,8 @@ SYSTEM_DIRECTORIES = (
     "/usr",
     "/var",
 )
+# Where FTPSERVER_HOME_ROOTS may name a directory three levels deep or more.
+DEEP_ROOTS_ALLOWED = ("/var", "/root")
 # Inside those, the one place FTP servers traditionally keep their files.
 DATA_DIRECTORIES = ("/var/ftp",)
 PLACEHOLDERS = ("username", "group")
@@ -175,9 +177,13 @@ def home_root_problem(root):
             "(no '.', '..', '//' nor trailing /)"
         )
     system = system_directory(path)
-    # /var/lib/<app>/... is where packaged services keep their data; the rest
-    # of the system directories, and /var's own first level, never are.
-    if system is not None and not (system == "/var" and path.count("/") >= 3):
+    # /var/lib/<app>/... is where packaged services keep their data, and a
+    # project checked out under root's home (/root/<project>/var/ftp) keeps
+    # its own there: a root the operator names at that depth is theirs. The
+    # rest of the system directories, and the first levels, never are.
+    if system is not None and not (
+        system in DEEP_ROOTS_ALLOWED and path.count("/") >= 3
+    ):
         return (
             f"{path!r} is the system directory {system!r} or inside it; expected a "
             "data directory such as /srv/ftp, or one of a service's own below "

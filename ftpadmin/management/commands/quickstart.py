@@ -5,13 +5,19 @@ import threading
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
 from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 
-from ftpserver_core.models import FTPUserAccount, FTPUserGroup, HomeDirectory
+from ftpserver_core.models import (
+    FTPUserAccount,
+    FTPUserGroup,
+    HomeDirectory,
+    validate_path_template,
+)
 from ftpserver_core.options import OptionError, parse_address
 
 ERRORS = {
@@ -113,8 +119,19 @@ class Command(BaseCommand):
         admin.set_password(admin_password)
         admin.save()
 
+        template = str(settings.DATA_DIR / "ftp" / "{username}")
+        try:
+            validate_path_template(template)
+        except ValidationError as exc:
+            root = settings.DATA_DIR / "ftp"
+            raise CommandError(
+                f"The demo homes would be in {str(root)!r}, where the FTP server "
+                f"refuses homes ({' '.join(exc.messages)}). Run quickstart from "
+                "another directory, set FTPADMIN_DATA_DIR (e.g. /srv/ftpsuite), "
+                f"or name it a home root: FTPSERVER_HOME_ROOTS={root}"
+            ) from None
         home, _ = HomeDirectory.objects.get_or_create(
-            path=str(settings.DATA_DIR / "ftp" / "{username}"),
+            path=template,
             defaults={"name": "demo homes", "create_on_login": True},
         )
         group, _ = FTPUserGroup.objects.get_or_create(
