@@ -94,15 +94,11 @@ class LoginMixin:
         self._abandon_login()
         failed = self._auth_failed_call
         if failed is not None:
-            # In the failed-login delay: the 421 replaces the 530.
+            # In the failed-login delay, the one time a session is off the
+            # loop (a pending login or HASH keeps reading): the 421 replaces
+            # the 530.
             self._auth_failed_call = None
             failed.cancel()
-        elif self._fileno not in self.ioloop.socket_map:
-            # Off the loop for another reason (a HASH in a worker): nothing
-            # can be sent from here, the connection just ends.
-            self.close()
-            return
-        if self._fileno not in self.ioloop.socket_map:
             self.add_channel()
         self._held_input = b""
         with self.reply_batch():
