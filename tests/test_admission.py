@@ -35,6 +35,14 @@ def connect(live, source, timeout=10):
     return ftp
 
 
+def pending_login(live, source, password=PASSWORD):
+    """Connect from ``source`` and send USER alice / PASS without reading the verdict."""
+    ftp = connect(live, source)
+    ftp.sendcmd("USER alice")
+    ftp.putcmd(f"PASS {password}")
+    return ftp
+
+
 def send_and_drop(live, source, lines):
     """Connect from ``source``, send ``lines`` at once, close without reading."""
     try:
@@ -79,13 +87,9 @@ def test_a_full_login_queue_is_answered_421_at_once(
 ):
     make_account("alice")
     live = ftp_server(auth_workers=1, login_queue=1)
-    running = connect(live, "127.0.0.36")
-    running.sendcmd("USER alice")
-    running.putcmd(f"PASS {PASSWORD}")
+    running = pending_login(live, "127.0.0.36")
     wait_until(lambda: len(slow_logins.calls) == 1)
-    waiting = connect(live, "127.0.0.37")
-    waiting.sendcmd("USER alice")
-    waiting.putcmd(f"PASS {PASSWORD}")
+    waiting = pending_login(live, "127.0.0.37")
     wait_until(lambda: live.server.worker_pool.pending() == 1)
     refused = connect(live, "127.0.0.38")
     refused.sendcmd("USER alice")
@@ -347,13 +351,9 @@ def test_a_login_refused_because_the_queue_is_full_scores_nothing(
     slow_logins.reset(delay=1.5)
     make_account("alice")
     live = ftp_server(auth_workers=1, login_queue=1)
-    running = connect(live, "127.0.0.54")
-    running.sendcmd("USER alice")
-    running.putcmd(f"PASS {PASSWORD}")
+    running = pending_login(live, "127.0.0.54")
     wait_until(lambda: len(slow_logins.calls) == 1)
-    waiting = connect(live, "127.0.0.55")
-    waiting.sendcmd("USER alice")
-    waiting.putcmd(f"PASS {PASSWORD}")
+    waiting = pending_login(live, "127.0.0.55")
     wait_until(lambda: live.server.worker_pool.pending() == 1)
     refused = connect(live, "127.0.0.56")
     refused.sendcmd("USER alice")

@@ -39,6 +39,21 @@ def validate_network(value):
     normalize_network(value)
 
 
+class NetworkNormalized(models.Model):
+    """Store ``network`` in one form: ``203.0.113.7`` as ``203.0.113.7/32``."""
+
+    class Meta:
+        abstract = True
+
+    def clean(self):
+        super().clean()
+        if self.network:
+            try:
+                self.network = normalize_network(self.network)
+            except ValidationError:
+                pass  # the field's validator reports it (once)
+
+
 class BanQuerySet(models.QuerySet):
     def active(self, now=None):
         """Bans not lifted and not expired."""
@@ -48,7 +63,7 @@ class BanQuerySet(models.QuerySet):
         )
 
 
-class Ban(models.Model):
+class Ban(NetworkNormalized):
     """An address or network refused until the ban expires or is lifted."""
 
     class Reason(models.TextChoices):
@@ -98,14 +113,6 @@ class Ban(models.Model):
     def __str__(self):
         return f"{self.network} ({self.get_reason_display()})"
 
-    def clean(self):
-        super().clean()
-        if self.network:
-            try:
-                self.network = normalize_network(self.network)
-            except ValidationError:
-                pass  # the field's validator reports it (once)
-
     def is_active(self, now=None):
         """True when neither lifted nor expired."""
         now = now or timezone.now()
@@ -114,7 +121,7 @@ class Ban(models.Model):
         return self.expires_at is None or self.expires_at > now
 
 
-class NetworkRule(models.Model):
+class NetworkRule(NetworkNormalized):
     """A network the defender never bans (safelist) or always refuses (blocklist)."""
 
     class Kind(models.TextChoices):
@@ -144,11 +151,3 @@ class NetworkRule(models.Model):
 
     def __str__(self):
         return f"{self.network} ({self.kind})"
-
-    def clean(self):
-        super().clean()
-        if self.network:
-            try:
-                self.network = normalize_network(self.network)
-            except ValidationError:
-                pass  # the field's validator reports it (once)
