@@ -21,11 +21,13 @@ def children(pid):
     return sorted(int(p) for p in out.split())
 
 
-def connection_count(pid, port):
+def connection_count(pid, port, peers=None):
     """Count the established connections to ``port`` that process ``pid`` holds.
 
     Only the FTP port: a worker's other sockets (its audit writer's database
-    connection, say) come and go on their own.
+    connection, say) come and go on their own. With ``peers`` (client ports),
+    only connections from those: another test running beside this one may
+    reach the same port.
     """
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -42,7 +44,10 @@ def connection_count(pid, port):
             for line in fh:
                 fields = line.split()
                 local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
                 established = fields[3] == "01"
+                if peers is not None and remote_port not in peers:
+                    continue
                 if local_port == port and established and fields[9] in inodes:
                     count += 1
     return count
@@ -84,15 +89,14 @@ def test_banner_names_the_workers(prefork):
 
 
 def test_both_workers_serve_clients(prefork):
-    baseline = {pid: connection_count(pid, prefork.port) for pid in prefork.workers}
     clients = [prefork.client("alice") for _ in range(30)]
     try:
-        extra = {
-            pid: connection_count(pid, prefork.port) - baseline[pid]
-            for pid in prefork.workers
+        peers = {ftp.sock.getsockname()[1] for ftp in clients}
+        held = {
+            pid: connection_count(pid, prefork.port, peers) for pid in prefork.workers
         }
-        assert sum(extra.values()) == 30
-        assert all(n > 0 for n in extra.values()), extra
+        assert sum(held.values()) == 30
+        assert all(n > 0 for n in held.values()), held
     finally:
         for ftp in clients:
             ftp.quit()
