@@ -7,8 +7,9 @@ thread, never on the IO loop. Once a session is logged in, its
 :class:`~ftpserver_core.policy.SessionPolicy` takes over as its authorizer.
 """
 
+import dataclasses
 import logging
-import threading
+import secrets
 
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.hashers import make_password
@@ -18,11 +19,10 @@ from django.db import (
     close_old_connections,
     connection,
 )
-from django.utils import timezone
 
 from .conf import settings
 from .credentials import CredentialCache
-from .models import FTPUserAccount
+from .defender.addresses import address_key
 from .policy import LoginRefused, load_policy
 
 logger = logging.getLogger(__name__)
@@ -55,11 +55,22 @@ class LoginOutcome(tuple):
 
 
 class DjangoAuthorizer:
-    """pyftpdlib authorizer over Django auth, with per-account session counts."""
+    """pyftpdlib authorizer over Django auth; sessions registered in the shared state.
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._sessions = {}
+    ``state`` is the server's :class:`~ftpserver_core.state.SharedState`;
+    without one (an authorizer used on its own) sessions are counted in
+    this object only.
+    """
+
+    def __init__(self, state=None, max_per_address=None):
+        if state is None:
+            from .state import SharedState
+            from .state.memory import MemoryBackend
+
+            # Nothing heartbeats here: sessions count until they close.
+            state = SharedState(None, MemoryBackend(expiry=float("inf")), node="")
+        self.state = state
+        self.max_per_address = max_per_address
         self.credentials = CredentialCache()
 
     def _cached_user(self, username, password):
@@ -73,8 +84,11 @@ class DjangoAuthorizer:
             return None
         return user if self.credentials.verify(user, password) else None
 
-    def login(self, username, password, remote_ip, tls):
+    def login(self, username, password, remote_ip, tls, session=None):
         """Return ``(policy, None)`` for a good login, else ``(None, reason)``.
+
+        ``session``: ``{"session_id", "connected_at"}`` of the handler, for
+        its registration among the live sessions.
 
         Runs in a worker thread. Never raises: a database that fails becomes
         the reason ``database_unavailable``, other errors ``server_error``;
@@ -84,7 +98,7 @@ class DjangoAuthorizer:
         try:
             try:
                 reused = connection.connection is not None
-                policy = self._login(username, password, remote_ip, tls)
+                policy = self._login(username, password, remote_ip, tls, session)
             except (InterfaceError, OperationalError):
                 if not reused:
                     raise
@@ -92,7 +106,7 @@ class DjangoAuthorizer:
                 # the last login, with no health check to notice: once more
                 # on a new one.
                 connection.close()
-                policy = self._login(username, password, remote_ip, tls)
+                policy = self._login(username, password, remote_ip, tls, session)
         except LoginRefused as refused:
             logger.info(
                 "FTP login refused for %r from %s: %s", username, remote_ip, refused
@@ -118,7 +132,7 @@ class DjangoAuthorizer:
             close_old_connections()
         return policy, None
 
-    def _login(self, username, password, remote_ip, tls):
+    def _login(self, username, password, remote_ip, tls, session=None):
         user = self._cached_user(username, password)
         cached = user is not None
         if user is None:
@@ -140,16 +154,23 @@ class DjangoAuthorizer:
             # TLS is never remembered.
             self.credentials.remember(user, password)
         policy.ensure_home()
-        if not self.open_session(policy):
-            raise LoginRefused("too_many_sessions", f"limit {policy.max_sessions}")
-        try:
-            FTPUserAccount.objects.filter(pk=policy.account_id).update(
-                last_login_at=timezone.now(), last_login_ip=remote_ip or None
-            )
-        except Exception:
-            self.close_session(policy)
-            raise
-        return policy
+        session = session or {}
+        session_id = session.get("session_id") or secrets.token_hex(8)
+        # Atomic on every process and node sharing the state: the limits
+        # are checked and the session registered in one transaction, which
+        # also records the last login.
+        self.state.open_session(
+            policy,
+            {
+                "session_id": session_id,
+                "remote_ip": remote_ip,
+                "address_key": address_key(remote_ip),
+                "tls": tls,
+                "connected_at": session.get("connected_at"),
+            },
+            self.max_per_address,
+        )
+        return dataclasses.replace(policy, session_id=session_id)
 
     @staticmethod
     def _why_not(username):
@@ -163,30 +184,16 @@ class DjangoAuthorizer:
             return ("inactive_user",)
         return ("bad_credentials",)
 
-    # --- session limits (shared by the worker threads and the loop)
-
-    def open_session(self, policy):
-        """Count a new session of the account; False when its limit is reached."""
-        with self._lock:
-            count = self._sessions.get(policy.account_id, 0)
-            if policy.max_sessions is not None and count >= policy.max_sessions:
-                return False
-            self._sessions[policy.account_id] = count + 1
-            return True
+    # --- sessions
 
     def close_session(self, policy):
-        """Forget one session of the account."""
-        with self._lock:
-            count = self._sessions.get(policy.account_id, 0) - 1
-            if count > 0:
-                self._sessions[policy.account_id] = count
-            else:
-                self._sessions.pop(policy.account_id, None)
+        """Forget the session ``policy`` was issued to (from any thread)."""
+        if policy.session_id:
+            self.state.session_closed(policy.session_id)
 
     def session_count(self, account_id):
-        """Return how many sessions the account has open on this server."""
-        with self._lock:
-            return self._sessions.get(account_id, 0)
+        """Return how many live sessions the account has (every process)."""
+        return self.state.backend.count_sessions(account_id)
 
     # --- pyftpdlib authorizer interface, before login
 

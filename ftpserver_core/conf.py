@@ -88,6 +88,28 @@ DEFAULTS = {
     # Seconds between two audit records of refused connections of one
     # address for one reason.
     "DEFENDER_REFUSED_LOG_INTERVAL": 60,
+    # --- shared state (ftpserver_core/state): what holds across processes
+    # and nodes (live sessions, session limits, quotas, bandwidth shares,
+    # disconnects). "database" (every process sharing the database, the
+    # default) or "memory" (one process only: the admin then sees no live
+    # sessions), or the dotted path of a StateBackend subclass.
+    "STATE_BACKEND": "database",
+    # Seconds between two rounds of the state thread: disconnects requested
+    # anywhere reach their session within about this (PostgreSQL pushes
+    # them sooner with LISTEN/NOTIFY), live sessions' details are refreshed.
+    "STATE_POLL_INTERVAL": 1.0,
+    # Seconds between two heartbeats of a process, and after which a process
+    # that has not sent one counts as dead: its sessions and quota leases
+    # stop counting, and the admin shows its sessions as lost.
+    "STATE_HEARTBEAT": 5.0,
+    "STATE_EXPIRY": 15.0,
+    # Logged-in sessions from one client address (IPv6: its /64) on every
+    # process and node together; past it a login is refused. None: the value
+    # of MAX_CONNECTIONS_PER_IP (0: no limit).
+    "MAX_SESSIONS_PER_ADDRESS": None,
+    # End an account's open sessions when it is disabled, expires, is deleted
+    # or its user's password changes (False: they run until they end).
+    "END_SESSIONS_ON_ACCOUNT_CHANGE": True,
     # Greeting sent on connect (220 reply). Says nothing about the version.
     "BANNER": "FTP server ready.",
     # Written with the server's PID at start, removed at exit.

@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import secrets
+import time
+from datetime import UTC, datetime
 
 from django.core.exceptions import ImproperlyConfigured
 from pyftpdlib.filesystems import FilesystemError
@@ -93,6 +95,10 @@ class DjangoHandlerMixin(LoginMixin):
 
     def __init__(self, conn, server, ioloop=None):
         self.session_id = secrets.token_hex(8)
+        self.connected_at = datetime.now(UTC)
+        self.last_command = ""
+        self.last_command_at = None
+        self._live_sent = None
         self.policy = None
         self._login_failure = None
         self._transfer = {}
@@ -222,6 +228,9 @@ class DjangoHandlerMixin(LoginMixin):
         # being sent, for real (a DELE after QUIT). Nothing runs after it.
         if self._closed or self._closing or self._quit_pending:
             return
+        # For the live sessions: a password never (PASS's argument).
+        self.last_command = "PASS ****" if cmd == "PASS" else line[:200]
+        self.last_command_at = time.time()
         try:
             super().pre_process_command(line, cmd, arg)
         except OutsideHome as exc:
@@ -234,6 +243,64 @@ class DjangoHandlerMixin(LoginMixin):
         # session's policy (account, group), as at QUIT.
         super().flush_account()
         self._end_session()
+
+    # --- live sessions (ftpserver_core.state)
+
+    def live_details(self):
+        """Return this session's live fields that changed since last asked, or None."""
+        if self.policy is None:
+            return None
+        channel = self.data_channel
+        transfer, transferred = "", 0
+        if channel is not None and channel.file_obj is not None:
+            verb = "upload" if channel.receive else "download"
+            name = getattr(channel.file_obj, "name", "")
+            path = self.fs.client_path(name) if self.fs and name else ""
+            transfer = f"{verb} {path}"[:500]
+            transferred = channel.get_transmitted_bytes()
+        at = self.last_command_at
+        current = (self.last_command, at, transfer, transferred)
+        if current == self._live_sent:
+            return None
+        self._live_sent = current
+        return {
+            "last_command": self.last_command,
+            "last_command_at": (
+                datetime.fromtimestamp(at, UTC) if at is not None else None
+            ),
+            "transfer": transfer,
+            "transfer_bytes": transferred,
+        }
+
+    TERMINATION_MESSAGES = {
+        "admin": "421 Disconnected by an administrator.",
+        "banned": "421 Disconnected by an administrator; your address is banned.",
+        "account_disabled": "421 Your account has been disabled.",
+        "account_expired": "421 Your account has expired.",
+        "password_changed": "421 Your password has changed; log in again.",
+        "account_deleted": "421 Your account has been removed.",
+    }
+
+    def terminate(self, reason, by=""):
+        """End this session for ``reason`` (signals.TERMINATION_REASONS)."""
+        if self._closed or self._refused:
+            return
+        self._refused = True
+        self._defender_told = True
+        self.send_signal(
+            signals.ftp_session_terminated,
+            username=self.username or None,
+            reason=reason,
+            by=by,
+        )
+        channel = self.data_channel
+        if channel is not None and hasattr(channel, "abort"):
+            # Its 426 and its incomplete record first, then the 421.
+            channel.abort("aborted", "426 Transfer aborted: the session was ended.")
+        self._held_input = b""
+        message = self.TERMINATION_MESSAGES.get(reason, "421 Session terminated.")
+        self.respond(message, logfun=logger.info)
+        self.close_when_done()
 
     def _end_session(self):
         if self.policy is not None:

@@ -294,7 +294,13 @@ class LoginMixin:
         if not self.username:
             self.respond("503 Login with USER first.")
             return
-        args = (self.username, line, self.remote_ip, self.tls)
+        args = (
+            self.username,
+            line,
+            self.remote_ip,
+            self.tls,
+            {"session_id": self.session_id, "connected_at": self.connected_at},
+        )
         # Commands the client pipelined after PASS wait for its verdict, in
         # order (_resume_input runs them).
         self._held_input, self.ac_in_buffer = self.ac_in_buffer, b""

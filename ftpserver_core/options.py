@@ -242,6 +242,7 @@ class ServerOptions:
     timeout: int
     max_connections: int | None
     max_connections_per_ip: int | None
+    max_sessions_per_address: int | None
     logins_per_address: int | None
     login_queue: int
     login_grace: float
@@ -331,6 +332,16 @@ class ServerOptions:
             lambda v: _positive("MAX_CONNECTIONS_PER_IP", v, allow_none=True),
             raw["max_connections_per_ip"],
         )
+        check(
+            "max_sessions_per_address",
+            lambda v: _positive("MAX_SESSIONS_PER_ADDRESS", v, allow_none=True),
+            raw["max_sessions_per_address"],
+        )
+        if values.get("max_sessions_per_address") is None:
+            # One knob by default: the per-address connection limit (each
+            # process's, at accept) also holds for logged-in sessions on
+            # every process and node together.
+            values["max_sessions_per_address"] = values.get("max_connections_per_ip")
         check(
             "logins_per_address",
             lambda v: _positive("LOGINS_PER_ADDRESS", v, allow_none=True),

@@ -89,8 +89,15 @@ class SessionPolicy:
     require_tls: bool = False
     max_sessions: int | None = None
     allowed_networks: tuple = field(default=())
+    quota_bytes: int | None = None
+    quota_files: int | None = None
+    max_upload_size: int | None = None
+    upload_rate: int | None = None
+    download_rate: int | None = None
     msg_login: str = "Login successful."
     msg_quit: str = "Goodbye."
+    # The session this policy was issued to (set once it is registered).
+    session_id: str = ""
 
     # --- questions answered from memory
 
@@ -286,6 +293,11 @@ def resolve_policy(account, rules=None):
         expires_at=account.expires_at,
         require_tls=bool(inherit("require_tls", False)),
         max_sessions=inherit("max_sessions"),
+        quota_bytes=inherit("quota_bytes"),
+        quota_files=inherit("quota_files"),
+        max_upload_size=inherit("max_upload_size"),
+        upload_rate=inherit("upload_rate"),
+        download_rate=inherit("download_rate"),
         allowed_networks=parse_networks(inherit("allowed_networks", "")),
     )
 

@@ -7,8 +7,13 @@ Connected in ``FTPServerCoreConfig.ready()``; your own receivers of the same
 signals run beside them.
 """
 
+from django.contrib.auth import get_user_model
+from django.db.models.signals import post_save, pre_delete, pre_save
+from django.utils import timezone
+
 from . import audit, signals
-from .models import AuditEvent
+from .conf import settings
+from .models import AuditEvent, FTPUserAccount
 
 Event = AuditEvent.Event
 
@@ -177,10 +182,80 @@ RECEIVERS = {
     signals.ftp_connection_refused: _refused,
     signals.ftp_address_banned: _banned,
     signals.ftp_address_unbanned: _unbanned,
+    signals.ftp_session_terminated: _session_receiver(
+        Event.TERMINATED, failure="terminated"
+    ),
+    signals.ftp_quota_exceeded: _session_receiver(
+        Event.QUOTA_EXCEEDED,
+        failure="quota",
+        ftp_path="ftp_path",
+        path="path",
+        size="used",
+    ),
 }
 
 
+# --- account changes end the account's open sessions (on every process)
+
+
+def end_sessions(reason, **filters):
+    """Ask the live sessions matching ``filters`` to end, wherever they run."""
+    if not settings.END_SESSIONS_ON_ACCOUNT_CHANGE:
+        return
+    from .state import get_backend
+
+    get_backend().request_kick(reason, **filters)
+
+
+def _account_saved(sender, instance, created=False, raw=False, **kwargs):
+    if created or raw:
+        return
+    if not instance.is_enabled:
+        end_sessions("account_disabled", account_id=instance.pk)
+    elif instance.expires_at is not None and instance.expires_at <= timezone.now():
+        end_sessions("account_expired", account_id=instance.pk)
+
+
+def _account_deleted(sender, instance, **kwargs):
+    end_sessions("account_deleted", account_id=instance.pk)
+
+
+def _user_saving(sender, instance, raw=False, **kwargs):
+    if raw or instance.pk is None:
+        return
+    old = (
+        sender._default_manager.filter(pk=instance.pk)
+        .values_list("password", flat=True)
+        .first()
+    )
+    instance._ftp_password_changed = old is not None and old != instance.password
+
+
+def _user_saved(sender, instance, created=False, raw=False, **kwargs):
+    if created or raw:
+        return
+    if not getattr(instance, "is_active", True):
+        reason = "account_disabled"
+    elif getattr(instance, "_ftp_password_changed", False):
+        reason = "password_changed"
+    else:
+        return
+    instance._ftp_password_changed = False
+    end_sessions(reason, account__user_id=instance.pk)
+
+
+def _user_deleted(sender, instance, **kwargs):
+    end_sessions("account_deleted", account__user_id=instance.pk)
+
+
 def connect():
-    """Connect the built-in audit receivers (idempotent)."""
+    """Connect the built-in receivers (idempotent)."""
     for signal, receiver in RECEIVERS.items():
         signal.connect(receiver, dispatch_uid=f"ftpserver_core.{receiver.__name__}")
+    user_model = get_user_model()
+    uid = "ftpserver_core.end_sessions"
+    post_save.connect(_account_saved, sender=FTPUserAccount, dispatch_uid=uid)
+    pre_delete.connect(_account_deleted, sender=FTPUserAccount, dispatch_uid=uid)
+    pre_save.connect(_user_saving, sender=user_model, dispatch_uid=uid)
+    post_save.connect(_user_saved, sender=user_model, dispatch_uid=uid)
+    pre_delete.connect(_user_deleted, sender=user_model, dispatch_uid=uid)

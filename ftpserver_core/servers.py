@@ -14,6 +14,7 @@ from . import audit, database, tls
 from .authorizers import DjangoAuthorizer
 from .defender import Defender
 from .dtp import DataChannelMixin
+from .state import SharedState
 from .workers import WorkerPool
 
 # Seconds a thread may hold the GIL while another waits for it (see serve()).
@@ -41,12 +42,14 @@ def build_data_channel_class(base, options, ssl_context=None):
     return type(base.__name__, (base,), attrs)
 
 
-def build_handler_class(options, worker_pool, digest_pool=None):
+def build_handler_class(options, worker_pool, digest_pool=None, state=None):
     """Return a fresh subclass of the configured handler carrying ``options``."""
     base = options.handler
     attrs = {
         "__module__": base.__module__,
-        "authorizer": DjangoAuthorizer(),
+        "authorizer": DjangoAuthorizer(
+            state=state, max_per_address=options.max_sessions_per_address
+        ),
         "worker_pool": worker_pool,
         "digest_pool": digest_pool or worker_pool,
         "signal_sender": base,
@@ -105,7 +108,10 @@ class FTPServer(BaseFTPServer):
         # commands can hold the login threads or fill the login queue.
         self.digest_pool = WorkerPool(ioloop, 1, name="hash")
         self.stopped = threading.Event()
-        handler = build_handler_class(options, self.worker_pool, self.digest_pool)
+        self.state = SharedState(self)
+        handler = build_handler_class(
+            options, self.worker_pool, self.digest_pool, self.state
+        )
         self.signal_sender = handler.signal_sender
         # Logins in progress per address key (ftp_PASS admits, the verdict
         # or the session's end releases).
@@ -143,6 +149,10 @@ class FTPServer(BaseFTPServer):
         """The port the server listens on (the real one when 0 was asked)."""
         return self._bound[1]
 
+    def call_on_loop(self, callback, *args):
+        """Run ``callback(*args)`` on the IO loop (callable from any thread)."""
+        self.worker_pool.call_soon(callback, *args)
+
     def _map_len(self):
         # pyftpdlib compares the sockets of the loop with max_cons, which
         # leaves out every session waiting for a login verdict or sitting in
@@ -157,6 +167,7 @@ class FTPServer(BaseFTPServer):
         # (or without) any recorded event.
         audit.writer.start()
         self.defender.start()
+        self.state.start()
         # The loop gives up the GIL at every poll and then waits for it while
         # the audit writer or a login worker runs Python: by default up to
         # 5 ms, several times per FTP command. A shorter switch interval
@@ -205,13 +216,16 @@ class FTPServer(BaseFTPServer):
     def _shutdown(self):
         if self.stopped.is_set():
             return
-        self.defender.stop()
         # Login threads stuck on a hung database are not waited for, nor a
         # HASH of a large file.
         self.worker_pool.shutdown(timeout=1.0)
         self.digest_pool.shutdown(timeout=0.1)
         self.ioloop.sched.poll()
         self.ioloop.close()
+        # The sessions' ends and the quota usage are written, the process
+        # unregistered (its sessions with it); what misses the timeout
+        # expires with the heartbeat.
+        self.state.stop(timeout=min(2.0, self.shutdown_time_left()))
         # Every event of this server is in the journal; the database gets
         # what it takes within the shutdown timeout.
         audit.writer.flush(timeout=self.shutdown_time_left())

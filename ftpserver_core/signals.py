@@ -116,6 +116,20 @@ ftp_address_unbanned = Signal(use_caching=True)
 (:class:`~ftpserver_core.models.Ban`), network, reason (the ban's), by (the
 admin user's name), ban (the Ban row)."""
 
+# --- account controls (an extension of the contract, with its conventions)
+
+ftp_session_terminated = Signal(use_caching=True)
+"""Sent when the server ends a logged-in session for a reason of its own, before
+its ``ftp_client_disconnected``. Arguments: sender, handler, username,
+remote_ip; extra: remote_port, session_id, tls, reason (one of
+:data:`TERMINATION_REASONS`), by (the admin user's name, or "")."""
+
+ftp_quota_exceeded = Signal(use_caching=True)
+"""Sent when an upload is refused or cut short by a limit. Arguments: sender,
+handler, username, path, remote_ip; extra: ftp_path, remote_port,
+session_id, tls, reason (one of :data:`QUOTA_REASONS`), limit (bytes or
+files), used (what the home held, or the upload's size)."""
+
 LOGIN_FAILURE_REASONS = (
     "bad_credentials",  # unknown user or wrong password (indistinguishable)
     "inactive_user",  # the Django user's is_active is False
@@ -125,6 +139,7 @@ LOGIN_FAILURE_REASONS = (
     "tls_required",  # the account requires TLS and the session has none
     "network_not_allowed",  # the client IP is outside the allowed networks
     "too_many_sessions",  # the account's session limit is reached
+    "too_many_sessions_per_address",  # the per-address limit, on every process
     "too_many_logins",  # FTPSERVER_LOGINS_PER_ADDRESS logins already in progress
     "login_queue_full",  # FTPSERVER_LOGIN_QUEUE logins already wait for a worker
     "home_unavailable",  # no home directory, or it is missing or unsafe
@@ -153,6 +168,23 @@ TRANSFER_FAILURE_REASONS = (
     "server_crashed",  # found in the journal of a process that died
 )
 """The values of ``reason`` in ``ftp_file_*_incomplete``."""
+
+TERMINATION_REASONS = (
+    "admin",  # disconnected from the admin's live sessions
+    "banned",  # disconnected and its address banned from the admin
+    "account_disabled",  # the account was disabled while logged in
+    "account_expired",  # the account's expiry passed while logged in
+    "password_changed",  # the user's password changed while logged in
+    "account_deleted",  # the account or its user was deleted
+)
+"""The values of ``reason`` in ``ftp_session_terminated``."""
+
+QUOTA_REASONS = (
+    "quota_bytes",  # the home would hold more than its byte quota
+    "quota_files",  # the home would hold more files than its file quota
+    "max_upload_size",  # the file would grow past the maximum upload size
+)
+"""The values of ``reason`` in ``ftp_quota_exceeded``."""
 
 ALL_SIGNALS = {
     name: signal for name, signal in globals().items() if isinstance(signal, Signal)

@@ -75,9 +75,10 @@ def query_counter(transactional_db):
             wrapped.append(connection)
 
     def on_connection_created(sender, connection, **kwargs):
-        if threading.current_thread().name in ("ftpserver-audit", "ftpserver-defender"):
+        if threading.current_thread().name in ("ftpserver-audit", "ftpserver-state"):
             # By design, on their own schedule: the audit writer inserts (see
-            # test_audit.py), the defender polls for bans (test_defender.py).
+            # test_audit.py), the shared state heartbeats and polls for
+            # disconnects and bans (test_state.py, test_defender.py).
             return
         with counter._lock:
             counter.connections += 1
@@ -119,7 +120,7 @@ def test_no_sql_query_for_any_command_after_login(
     assert all(
         name.startswith("ftpserver-auth")
         for name, _ in query_counter.queries[setup_queries:]
-    )
+    ), query_counter.queries[setup_queries:]
     connections_after_login = query_counter.connections
 
     commands = 0

@@ -89,11 +89,8 @@ class Defender:
         )
 
     def start(self):
-        """Load the bans and lists, then keep them current (a thread)."""
-        self.store.start()
-
-    def stop(self):
-        self.store.stop()
+        """Load the bans and lists, then keep them current (the state thread)."""
+        self.store.start(self.server.state)
 
     # --- questions asked at accept time
 

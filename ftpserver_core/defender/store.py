@@ -1,6 +1,7 @@
 """Keep a server's in-memory view of bans and network rules in step with the database.
 
-One daemon thread per server does every query: it inserts the bans the
+The store is a participant of the server's shared-state thread
+(``ftpserver_core.state``), which does every query: it inserts the bans the
 server decided, polls for bans and rules changed anywhere (another process,
 another node, the admin) every ``FTPSERVER_DEFENDER_POLL_INTERVAL`` seconds,
 and hands what changed to the IO loop. The loop never waits on it; while
@@ -16,7 +17,7 @@ poll interval plus the time of a query (1 s by default). A ban row deleted
 import datetime
 import logging
 import queue
-import threading
+import time
 
 from django.db import close_old_connections
 from django.utils import timezone
@@ -47,16 +48,15 @@ def ban_view(ban):
 
 
 class BanStore:
-    """The thread between one server's defender and the Ban/NetworkRule tables."""
+    """The link between one server's defender and the Ban/NetworkRule tables."""
 
     def __init__(self, deliver, poll_interval=1.0):
-        """``deliver(changes)`` is called from the thread; it must hand them to the loop."""
+        """``deliver(changes)`` is called from the state thread; it hands them to the loop."""
         self.deliver = deliver
         self.poll_interval = poll_interval
         self._new_bans = queue.SimpleQueue()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
+        self._state = None
+        self._next_poll = 0.0
         self._since = None
         self._seen = {}  # ban id -> changed_at already delivered
         self._rules_stamp = None
@@ -64,49 +64,47 @@ class BanStore:
         self._full_requested = False
         self._failing = False
 
-    def start(self):
-        self._thread = threading.Thread(
-            target=self._run, name="ftpserver-defender", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout=1.0):
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def start(self, state):
+        """Sync in ``state``'s rounds (its thread does every query)."""
+        self._state = state
+        state.add_participant(self)
 
     def add(self, fields):
         """Queue a ban for insertion (called on the loop); returns at once."""
         self._new_bans.put(fields)
-        self._wake.set()
+        self._next_poll = 0.0
+        if self._state is not None:
+            self._state.wake()
 
-    # --- the thread
+    # --- the state thread
 
-    def _run(self):
-        while not self._stop.is_set():
+    def sync(self, state=None):
+        """Poll when due: one round's work of the defender."""
+        now = time.monotonic()
+        if now < self._next_poll:
+            return
+        # A little early: the state's rounds come about one interval apart.
+        self._next_poll = now + self.poll_interval * 0.9
+        close_old_connections()
+        try:
+            changes = self._sync()
+        except Exception as exc:
+            if not self._failing:
+                logger.warning(
+                    "The defender cannot reach the database (%s); bans "
+                    "already known stay in force, new ones are written "
+                    "when it answers.",
+                    exc,
+                )
+            self._failing = True
+        else:
+            if self._failing:
+                logger.warning("The defender reaches the database again.")
+            self._failing = False
+            if changes:
+                self.deliver(changes)
+        finally:
             close_old_connections()
-            try:
-                changes = self._sync()
-            except Exception as exc:
-                if not self._failing:
-                    logger.warning(
-                        "The defender cannot reach the database (%s); bans "
-                        "already known stay in force, new ones are written "
-                        "when it answers.",
-                        exc,
-                    )
-                self._failing = True
-            else:
-                if self._failing:
-                    logger.warning("The defender reaches the database again.")
-                self._failing = False
-                if changes:
-                    self.deliver(changes)
-            finally:
-                close_old_connections()
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
 
     def _sync(self):
         from ..models import Ban

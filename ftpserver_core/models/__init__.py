@@ -1,4 +1,4 @@
-"""The FTP server's models: accounts and their homes, the audit trail, the defender.
+"""The FTP server's models: accounts and homes, the audit trail, the defender, shared state.
 
 Migrations and other apps import from here; each concept has its module.
 """
@@ -19,6 +19,7 @@ from .accounts import (
 )
 from .audit import AuditEvent
 from .defender import Ban, NetworkRule, normalize_network, validate_network
+from .state import LiveSession, QuotaLease, QuotaUsage, ServerProcess
 
 __all__ = [
     "PERMISSION_HELP",
@@ -30,7 +31,11 @@ __all__ = [
     "FTPUserAccount",
     "FTPUserGroup",
     "HomeDirectory",
+    "LiveSession",
     "NetworkRule",
+    "QuotaLease",
+    "QuotaUsage",
+    "ServerProcess",
     "normalize_network",
     "parse_networks",
     "validate_networks",

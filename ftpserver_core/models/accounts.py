@@ -379,6 +379,42 @@ class AccessLimits(models.Model):
             "2001:db8::/32. Blank: inherit (or anywhere)."
         ),
     )
+    quota_bytes = models.PositiveBigIntegerField(
+        _("quota (bytes)"),
+        null=True,
+        blank=True,
+        help_text=_("Bytes the home may hold. Blank: inherit (or no quota)."),
+    )
+    quota_files = models.PositiveIntegerField(
+        _("quota (files)"),
+        null=True,
+        blank=True,
+        help_text=_("Files the home may hold. Blank: inherit (or no quota)."),
+    )
+    max_upload_size = models.PositiveBigIntegerField(
+        _("maximum upload size (bytes)"),
+        null=True,
+        blank=True,
+        help_text=_("Largest file one upload may write. Blank: inherit (or no limit)."),
+    )
+    upload_rate = models.PositiveBigIntegerField(
+        _("upload limit (bytes/s)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Upload bandwidth shared by all of the account's sessions. "
+            "Blank: inherit (or unlimited)."
+        ),
+    )
+    download_rate = models.PositiveBigIntegerField(
+        _("download limit (bytes/s)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Download bandwidth shared by all of the account's sessions. "
+            "Blank: inherit (or unlimited)."
+        ),
+    )
 
     class Meta:
         abstract = True

@@ -29,6 +29,8 @@ class AuditEvent(models.Model):
         REFUSED = "refused", _("connection refused")
         BAN = "ban", _("ban")
         UNBAN = "unban", _("ban lifted")
+        TERMINATED = "terminated", _("session terminated")
+        QUOTA_EXCEEDED = "quota_exceeded", _("quota exceeded")
 
     TRANSFERS = (
         Event.UPLOAD,

@@ -1,0 +1,354 @@
+"""The shared-state layer: what must hold across server processes and nodes.
+
+One :class:`~ftpserver_core.state.base.StateBackend` (chosen by
+``FTPSERVER_STATE_BACKEND``) stores it; one :class:`SharedState` per server
+talks to it from a daemon thread, so nothing on the IO loop waits for it:
+
+- session limits are checked where a login already waits (its worker
+  thread), in one transaction: an account's ``max_sessions`` and the
+  per-address limit are never exceeded, on any number of processes and
+  nodes;
+- live sessions' details, the ends of sessions, heartbeats, quota usage and
+  bandwidth counts are written by the thread each round; disconnects
+  requested anywhere (the admin, an account change) are read each round and
+  handed to the loop; participants (the defender's ban store, quotas,
+  bandwidth) sync in the same rounds.
+
+Consistency model: limits checked at login are exact; a process that dies
+keeps its sessions and quota leases counted until it misses its heartbeat
+for ``FTPSERVER_STATE_EXPIRY`` seconds (a login can be refused for that
+long, never let past a limit); a disconnect or a ban reaches its session
+within a poll interval (PostgreSQL: sooner, pushed by NOTIFY); live details
+in the admin are at most a poll interval old. docs/state.rst has the rest.
+"""
+
+import logging
+import os
+import threading
+import time
+
+from django.db import close_old_connections
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from ..conf import settings
+from .base import SessionInfo, StateBackend
+
+logger = logging.getLogger("ftpserver_core.state")
+
+__all__ = ["SessionInfo", "SharedState", "StateBackend", "get_backend"]
+
+BACKENDS = {
+    "database": "ftpserver_core.state.database.DatabaseBackend",
+    "memory": "ftpserver_core.state.memory.MemoryBackend",
+}
+
+# Seconds the sessions of a process that stopped heartbeating stay in the
+# admin (shown as lost) before any live process deletes them.
+LOST_RETENTION = 60.0
+
+
+def get_backend(name=None):
+    """Return a new backend instance for ``name`` (default: the setting)."""
+    name = name or settings.STATE_BACKEND
+    path = BACKENDS.get(name, name)
+    try:
+        cls = import_string(path)
+    except ImportError as exc:
+        raise ValueError(
+            f"FTPSERVER_STATE_BACKEND {name!r} cannot be imported ({exc}); "
+            f"expected one of {', '.join(map(repr, BACKENDS))} or a dotted path."
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, StateBackend)):
+        raise ValueError(
+            f"FTPSERVER_STATE_BACKEND {name!r} is not a StateBackend subclass."
+        )
+    return cls(expiry=settings.STATE_EXPIRY)
+
+
+class SharedState:
+    """One server's link to the shared state: its process, its sessions, its thread."""
+
+    def __init__(self, server, backend=None, node=None):
+        self.server = server
+        self.backend = backend or get_backend()
+        self.node = node or _node_name()
+        self.poll_interval = settings.STATE_POLL_INTERVAL
+        self.heartbeat_interval = settings.STATE_HEARTBEAT
+        self.participants = []
+        self.process = None
+        self._lock = threading.Lock()
+        # Held while ends of sessions are written and while a connection
+        # logs in again: its new registration never lands before the end of
+        # its previous one.
+        self._registering = threading.Lock()
+        self._closing = set()  # ends being written by the thread
+        self._local = {}  # session_id -> SessionInfo of this process's sessions
+        self._closed = set()  # session ids whose end is to be written
+        self._updates = {}  # session_id -> fields, written next round
+        self._kicked = set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = None
+        self._last_heartbeat = 0.0
+        self._last_expire = 0.0
+        self._failing = False
+
+    # --- lifecycle
+
+    def start(self):
+        """Register the process (when the database answers) and start the thread."""
+        try:
+            self.ensure_process()
+        except Exception as exc:
+            logger.warning(
+                "Cannot register this server process in the shared state yet "
+                "(%s); retrying each round.",
+                exc,
+            )
+        finally:
+            close_old_connections()
+        self._thread = threading.Thread(
+            target=self._run, name="ftpserver-state", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout=2.0):
+        """Stop the thread; flush participants and unregister within ``timeout``."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self):
+        """Run the next round now (from any thread; a pushing backend ignores it)."""
+        self._wake.set()
+
+    def add_participant(self, participant):
+        """Have ``participant.sync(state)`` run each round (``flush`` at the end)."""
+        self.participants.append(participant)
+
+    def ensure_process(self):
+        """Return this process's key, registering it first if needed."""
+        with self._lock:
+            if self.process is None:
+                self.process = self.backend.register_process(self.node, os.getpid())
+            return self.process
+
+    # --- from login threads
+
+    def open_session(self, policy, handler_info, max_per_address):
+        """Register a logged-in session; raise LoginRefused past a limit."""
+        info = SessionInfo(
+            session_id=handler_info["session_id"],
+            account_id=policy.account_id,
+            username=policy.username,
+            remote_ip=handler_info["remote_ip"],
+            address_key=handler_info["address_key"],
+            tls=handler_info["tls"],
+            connected_at=handler_info.get("connected_at") or timezone.now(),
+        )
+        process = self.ensure_process()
+        limits = {
+            "max_sessions": policy.max_sessions,
+            "max_per_address": max_per_address,
+        }
+        with self._lock:
+            # A new login on the same connection (USER again): its previous
+            # registration's end is written first, here, not after this one.
+            stale = info.session_id in self._closed or info.session_id in self._closing
+            self._closed.discard(info.session_id)
+            self._closing.discard(info.session_id)
+        if stale:
+            with self._registering:
+                self.backend.close_sessions(process, [info.session_id])
+                self.backend.open_session(process, info, **limits)
+        else:
+            self.backend.open_session(process, info, **limits)
+        with self._lock:
+            self._local[info.session_id] = info
+
+    # --- from the loop
+
+    def session_closed(self, session_id):
+        """Forget a session that ended (written by the thread)."""
+        with self._lock:
+            if self._local.pop(session_id, None) is None:
+                return
+            self._updates.pop(session_id, None)
+            if self.backend.shared:
+                self._closed.add(session_id)
+                return
+        # Memory: a dictionary under a lock, nothing to wait for.
+        self.backend.close_sessions(self.process, [session_id])
+
+    def session_updates(self, updates):
+        """Queue live details ``{session_id: fields}`` for the next round."""
+        with self._lock:
+            for session_id, fields in updates.items():
+                if session_id in self._local:
+                    self._updates.setdefault(session_id, {}).update(fields)
+
+    # --- the thread
+
+    def _run(self):
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.round()
+            spent = time.monotonic() - started
+            if not self._stop.is_set():
+                timeout = max(0.05, self.poll_interval - spent)
+                if self.backend.pushes:
+                    self.backend.wait(timeout)
+                else:
+                    self._wake.wait(timeout)
+                    self._wake.clear()
+        self._finish()
+
+    def round(self):
+        """Do one round's work (the thread's; tests call it directly)."""
+        close_old_connections()
+        try:
+            self._round()
+        except Exception as exc:
+            if not self._failing:
+                logger.warning(
+                    "The shared state cannot reach its store (%s); sessions go "
+                    "on, limits hold from what is known, changes are written "
+                    "when it answers.",
+                    exc,
+                )
+            self._failing = True
+        else:
+            if self._failing:
+                logger.warning("The shared state reaches its store again.")
+            self._failing = False
+        finally:
+            close_old_connections()
+        for participant in self.participants:
+            try:
+                participant.sync(self)
+            except Exception:
+                logger.exception("Shared-state participant %r failed.", participant)
+            finally:
+                close_old_connections()
+        deliver = getattr(self.server, "call_on_loop", None)
+        if deliver is not None:
+            deliver(self._snapshot)
+
+    def _round(self):
+        process = self.ensure_process()
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self.heartbeat_interval:
+            if not self.backend.heartbeat(process):
+                process = self._reregister()
+            self._last_heartbeat = now
+        if now - self._last_expire >= LOST_RETENTION / 4:
+            self.backend.expire(LOST_RETENTION)
+            self._last_expire = now
+        with self._lock:
+            self._closing, self._closed = self._closed, set()
+        if self._closing:
+            with self._registering:
+                with self._lock:
+                    # Less what a new login on the connection took over.
+                    closed = set(self._closing)
+                try:
+                    self.backend.close_sessions(process, closed)
+                except Exception:
+                    with self._lock:
+                        self._closed |= closed
+                        self._closing = set()
+                    raise
+            with self._lock:
+                self._closing = set()
+            self._kicked -= closed
+        with self._lock:
+            updates, self._updates = self._updates, {}
+        if updates:
+            try:
+                self.backend.update_sessions(process, updates)
+            except Exception:
+                with self._lock:
+                    for session_id, fields in updates.items():
+                        if session_id in self._local:
+                            merged = {**fields, **self._updates.get(session_id, {})}
+                            self._updates[session_id] = merged
+                raise
+        kicks = [k for k in self.backend.kicks(process) if k[0] not in self._kicked]
+        if kicks:
+            self._kicked.update(k[0] for k in kicks)
+            deliver = getattr(self.server, "call_on_loop", None)
+            if deliver is not None:
+                deliver(self._terminate, kicks)
+
+    def _reregister(self):
+        """The process was expired (it stalled): register again, with its sessions."""
+        logger.warning(
+            "This server process was taken for dead (no heartbeat for %g s); "
+            "registering it again with its sessions.",
+            self.backend.expiry,
+        )
+        with self._lock:
+            self.process = None
+            sessions = list(self._local.values())
+        process = self.ensure_process()
+        self.backend.restore_sessions(process, sessions)
+        return process
+
+    def _finish(self):
+        for participant in self.participants:
+            flush = getattr(participant, "flush", None)
+            if flush is None:
+                continue
+            try:
+                flush(self)
+            except Exception:
+                logger.exception("Shared-state participant %r failed.", participant)
+        close_old_connections()
+        try:
+            if self.process is not None:
+                self.backend.unregister_process(self.process)
+        except Exception as exc:
+            logger.warning(
+                "Could not unregister this server process (%s); its sessions "
+                "expire in %g s.",
+                exc,
+                self.backend.expiry,
+            )
+        finally:
+            self.backend.close()
+            close_old_connections()
+
+    # --- on the loop
+
+    def _snapshot(self):
+        """Collect the live details of this server's sessions that changed."""
+        updates = {}
+        for handler in list(getattr(self.server, "sessions", ())):
+            details = getattr(handler, "live_details", None)
+            if details is None:
+                continue
+            fields = details()
+            if fields is not None:
+                updates[handler.session_id] = fields
+        if updates:
+            self.session_updates(updates)
+
+    def _terminate(self, kicks):
+        by_id = {
+            handler.session_id: handler
+            for handler in list(getattr(self.server, "sessions", ()))
+        }
+        for session_id, reason, by in kicks:
+            handler = by_id.get(session_id)
+            if handler is None or handler._closed:
+                self.session_closed(session_id)
+                continue
+            handler.terminate(reason, by)
+
+
+def _node_name():
+    from .. import audit
+
+    return audit.node_name()

@@ -1,0 +1,140 @@
+"""The interface every shared-state backend implements.
+
+A backend is the store of what must hold across server processes and nodes.
+Its methods may block (they run in the state thread or in a login worker
+thread, never on the IO loop) and raise on a storage failure; the callers
+retry on the next round. ``process`` is what :meth:`register_process`
+returned; ``session`` is a :class:`SessionInfo`.
+"""
+
+import dataclasses
+import datetime
+
+from ..policy import LoginRefused
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What is registered about a session when it logs in."""
+
+    session_id: str
+    account_id: int | None
+    username: str
+    remote_ip: str
+    address_key: str
+    tls: bool
+    connected_at: datetime.datetime
+
+
+class StateBackend:
+    """Processes, live sessions, quota usage and leases, bandwidth shares, kicks."""
+
+    #: True when other processes see this backend's state.
+    shared = True
+    #: True when :meth:`wait` returns early on changes made elsewhere.
+    pushes = False
+
+    def __init__(self, expiry=15.0):
+        # Seconds without a heartbeat after which a process counts as dead.
+        self.expiry = expiry
+
+    # --- processes
+
+    def register_process(self, node, pid):
+        """Register a running process; return its key."""
+        raise NotImplementedError
+
+    def heartbeat(self, process):
+        """Say ``process`` is alive; return False if it was expired meanwhile."""
+        raise NotImplementedError
+
+    def unregister_process(self, process):
+        """Forget ``process`` with its sessions and leases (a clean stop)."""
+        raise NotImplementedError
+
+    def expire(self, retention):
+        """Delete processes silent for ``expiry + retention`` seconds, with their state."""
+        raise NotImplementedError
+
+    # --- sessions
+
+    def open_session(self, process, session, *, max_sessions, max_per_address):
+        """Register ``session`` unless a limit is reached (atomically, everywhere).
+
+        Raise :class:`~ftpserver_core.policy.LoginRefused` with
+        ``too_many_sessions`` or ``too_many_sessions_per_address``. Also
+        records the account's last login. Return the session's key.
+        """
+        raise NotImplementedError
+
+    def restore_sessions(self, process, sessions):
+        """Register ``sessions`` again, without limits (the process was expired)."""
+        raise NotImplementedError
+
+    def count_sessions(self, account_id):
+        """Return how many live sessions the account has on every live process."""
+        raise NotImplementedError
+
+    def update_sessions(self, process, updates):
+        """Store live details: ``{session_id: {field: value}}``."""
+        raise NotImplementedError
+
+    def close_sessions(self, process, session_ids):
+        """Forget sessions that ended."""
+        raise NotImplementedError
+
+    def kicks(self, process):
+        """Return ``[(session_id, reason, by)]`` of sessions asked to end."""
+        raise NotImplementedError
+
+    def request_kick(self, reason, by="", **filters):
+        """Ask the sessions matching ``filters`` (session fields) to end."""
+        raise NotImplementedError
+
+    # --- quotas
+
+    def grant_quota(self, process, account_id, limits, want_bytes, want_files):
+        """Reserve room within the account's quota for ``process``.
+
+        ``limits`` is ``(quota_bytes, quota_files)`` (None: no quota of that
+        kind). Return ``(bytes, files)`` granted, at most what was wanted.
+        """
+        raise NotImplementedError
+
+    def settle_quota(self, process, changes):
+        """Apply usage changes: ``{account_id: (bytes, files, leased_bytes, leased_files)}``.
+
+        ``bytes``/``files`` are added to the usage; the leases shrink by
+        ``leased_*`` (room used or given back).
+        """
+        raise NotImplementedError
+
+    def quota_usage(self, account_id):
+        """Return ``(bytes, files)`` the account's home holds."""
+        raise NotImplementedError
+
+    def set_quota_usage(self, account_id, used_bytes, used_files):
+        """Replace the account's usage with a scan's result."""
+        raise NotImplementedError
+
+    # --- bandwidth
+
+    def publish_transfers(self, process, transfers):
+        """Publish ``{account_id: {"up": n, "down": n}}``: this process's limited transfers."""
+        raise NotImplementedError
+
+    def transfer_counts(self):
+        """Return ``{account_id: {"up": n, "down": n}}`` over every live process."""
+        raise NotImplementedError
+
+    # --- waiting
+
+    def wait(self, timeout):
+        """Sleep up to ``timeout`` seconds, less when a change is pushed."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release what the backend holds (connections)."""
+
+
+__all__ = ["LoginRefused", "SessionInfo", "StateBackend"]
