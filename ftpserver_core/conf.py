@@ -110,6 +110,25 @@ DEFAULTS = {
     # End an account's open sessions when it is disabled, expires, is deleted
     # or its user's password changes (False: they run until they end).
     "END_SESSIONS_ON_ACCOUNT_CHANGE": True,
+    # --- quotas (ftpserver_core/quotas.py)
+    # Room a process reserves at a time within an account's quota (bytes and
+    # files): uploads write from it without asking the database; what is
+    # left goes back when the account's uploads pause.
+    "QUOTA_LEASE_BYTES": 8 * 1024 * 1024,
+    "QUOTA_LEASE_FILES": 16,
+    # --- bandwidth (ftpserver_core/bandwidth.py)
+    # Seconds of an account's rate its transfers may send in one burst.
+    "BANDWIDTH_BURST": 0.25,
+    # --- anonymous FTP (ftpserver_core/anonymous.py): off unless both are set.
+    # True lets "anonymous" and "ftp" log in with any password (recorded as
+    # their e-mail address) to ANONYMOUS_HOME, read-only.
+    "ANONYMOUS_ENABLED": False,
+    "ANONYMOUS_HOME": None,
+    # Anonymous sessions at once (every process and node), and per address.
+    "ANONYMOUS_MAX_SESSIONS": 50,
+    "ANONYMOUS_MAX_SESSIONS_PER_ADDRESS": 2,
+    # Download limit of all anonymous sessions together, bytes/s (None: none).
+    "ANONYMOUS_DOWNLOAD_RATE": None,
     # Greeting sent on connect (220 reply). Says nothing about the version.
     "BANNER": "FTP server ready.",
     # Written with the server's PID at start, removed at exit.
