@@ -30,10 +30,21 @@ SCORED_LOGIN_FAILURES = frozenset(
         "tls_required",
         # The right password refused for the server's reasons scores as a
         # wrong one: a different score would tell the password was right.
-        "too_many_sessions",
+        # (A session limit is not scored: its reply says so, and a script
+        # that retries while its other sessions run must not be banned.)
         "home_unavailable",
     }
 )
+
+
+# The reply to a login refused by a session limit (a 530, as ProFTPD's
+# MaxClientsPerUser answers).
+LIMIT_MESSAGES = {
+    "too_many_sessions": "Too many sessions of this account are open; "
+    "close one or try again later.",
+    "too_many_sessions_per_address": "Too many sessions from your address are "
+    "open; close one or try again later.",
+}
 
 
 class LoginMixin:
@@ -433,11 +444,12 @@ class LoginMixin:
         else:
             self._login_failure = reason
             username = self.username
-            # The same reply for every refusal: "this account requires TLS"
-            # for the right password only would confirm a password that
-            # crossed in clear (the audit has the reason). The password
-            # never reaches a signal or a log.
-            self.handle_auth_failed("", "")
+            # The same reply for every refusal but a session limit: "this
+            # account requires TLS" for the right password only would
+            # confirm a password that crossed in clear (the audit has the
+            # reason). A client at its limit must be told to wait, not to
+            # fix its password. The password never reaches a signal or a log.
+            self.handle_auth_failed(LIMIT_MESSAGES.get(reason, ""), "")
             if reason in SCORED_LOGIN_FAILURES and self.defender is not None:
                 # After the failure is pending: a ban it causes answers this
                 # very session 421 (and records its failed login).

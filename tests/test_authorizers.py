@@ -308,7 +308,7 @@ def test_login_counts_sessions_against_max_sessions(make_account):
     three, reason = authorizer.login("alice", PASSWORD, "127.0.0.1", False)
     assert reason is None and three is not None
     assert authorizer.session_count(account.pk) == 2
-    # Another authorizer (another server) counts on its own.
+    # An authorizer on its own (no server's shared state) counts alone.
     assert DjangoAuthorizer().session_count(account.pk) == 0
 
 

@@ -422,24 +422,29 @@ def refused_login(live, source, password):
     return ftp
 
 
-def test_a_right_password_refused_for_too_many_sessions_scores_as_a_wrong_one(
+def test_a_session_limit_refusal_is_not_scored(
     fast_defender, ftp_server, make_account, recorder
 ):
-    """A different score (nothing until the end) told an attacker that the
-    password was right."""
+    """A script retrying while its other sessions run is not an attacker:
+    the 530 says the limit is reached, and the address collects no points
+    (a wrong password still does)."""
     make_account("alice", max_sessions=1)
     live = ftp_server()
     held = connect(live, "127.0.0.1")
     held.login("alice", PASSWORD)
-    right = refused_login(live, "127.0.0.26", PASSWORD)
+    right = connect(live, "127.0.0.26")
+    right.sendcmd("USER alice")
+    with pytest.raises(ftplib.error_perm, match="^530 Too many sessions"):
+        right.sendcmd(f"PASS {PASSWORD}")
     wrong = refused_login(live, "127.0.0.27", "wrong")
     failed = recorder.wait_for("ftp_login_failed", count=2)
     assert [f["reason"] for f in failed] == ["too_many_sessions", "bad_credentials"]
-    assert score(live, "127.0.0.26") == score(live, "127.0.0.27") == 1
+    assert score(live, "127.0.0.26") == 0
+    assert score(live, "127.0.0.27") == 1
     right.quit()
     wrong.quit()
     recorder.wait_for("ftp_client_disconnected", count=2)
-    assert score(live, "127.0.0.26") == score(live, "127.0.0.27") == 1
+    assert score(live, "127.0.0.26") == 0
     held.quit()
 
 

@@ -276,11 +276,52 @@ class SharedState:
                             self._updates[session_id] = merged
                 raise
         kicks = [k for k in self.backend.kicks(process) if k[0] not in self._kicked]
+        kicks += self._ended_accounts()
         if kicks:
             self._kicked.update(k[0] for k in kicks)
             deliver = getattr(self.server, "call_on_loop", None)
             if deliver is not None:
                 deliver(self._terminate, kicks)
+
+    def _ended_accounts(self):
+        """Kicks for local sessions whose account was disabled or expired since.
+
+        The admin's bulk actions (and any ``update()``) send no model
+        signal: what the receivers cannot see is found here, each round.
+        """
+        if not settings.END_SESSIONS_ON_ACCOUNT_CHANGE:
+            return []
+        with self._lock:
+            local = [
+                (info.session_id, info.account_id)
+                for info in self._local.values()
+                if info.account_id is not None and info.session_id not in self._kicked
+            ]
+        if not local:
+            return []
+        from django.contrib.auth import get_user_model
+
+        from ..models import FTPUserAccount
+
+        ended = {}
+        # A custom user model may have no is_active field (then always active).
+        user_fields = {f.name for f in get_user_model()._meta.concrete_fields}
+        active = "user__is_active" if "is_active" in user_fields else "is_enabled"
+        rows = FTPUserAccount.objects.filter(
+            pk__in={account for _, account in local}
+        ).values_list("pk", "is_enabled", "expires_at", active)
+        now = timezone.now()
+        found = set()
+        for pk, enabled, expires_at, active in rows:
+            found.add(pk)
+            if not enabled or not active:
+                ended[pk] = "account_disabled"
+            elif expires_at is not None and expires_at <= now:
+                ended[pk] = "account_expired"
+        for _, account in local:
+            if account not in found:
+                ended[account] = "account_deleted"
+        return [(sid, ended[acc], "") for sid, acc in local if acc in ended]
 
     def _reregister(self):
         """The process was expired (it stalled): register again, with its sessions."""
