@@ -1,5 +1,8 @@
 """Forms of the FTP accounts admin: the one-form account creation, set expiry."""
 
+import re
+from decimal import Decimal
+
 from django import forms
 from django.contrib.admin import widgets as admin_widgets
 from django.contrib.auth import get_permission_codename, get_user_model
@@ -8,13 +11,138 @@ from django.core.exceptions import ValidationError
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from ftpserver_core.models import FTPUserAccount
+from ftpserver_core.models import FTPUserAccount, FTPUserGroup
 
 #: An FTP account's own settings, in the order every admin form and the
-#: import/export show them: its access, then its limits.
+#: import/export show them: its access, its limits, then its quota and
+#: bandwidth (an account's blank inherits its group's).
 ACCESS_FIELDS = ["group", "home_directory", "permission", "is_enabled", "expires_at"]
 LIMIT_FIELDS = ["require_tls", "max_sessions", "allowed_networks"]
-ACCOUNT_FIELDS = ACCESS_FIELDS + LIMIT_FIELDS
+QUOTA_FIELDS = [
+    "quota_bytes",
+    "quota_files",
+    "max_upload_size",
+    "upload_rate",
+    "download_rate",
+]
+ACCOUNT_FIELDS = ACCESS_FIELDS + LIMIT_FIELDS + QUOTA_FIELDS
+
+# Binary multiples, as filesizeformat shows sizes in the lists ("10.0 MB" is
+# 10 x 1024 x 1024 bytes): K, KB and KiB are all 1024.
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(
+    r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?:i?b)?(?:/s)?\s*$",
+    re.IGNORECASE,
+)
+_SHOWN = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+
+
+def parse_size(text):
+    """Return ``text`` (``1048576``, ``500 KiB``, ``10M``, ``1.5 GB``) in bytes.
+
+    Raise ValueError when it is not a size.
+    """
+    match = _SIZE.match(str(text))
+    if match is None:
+        raise ValueError(text)
+    # Decimal: a plain byte count of 19 digits stays exact.
+    number = Decimal(match["number"]) * _UNITS[match["unit"].lower()]
+    return int(number.to_integral_value())
+
+
+def show_size(value):
+    """Return a byte count as typed back in the form: ``10 MiB`` when exact."""
+    for unit, factor in _SHOWN:
+        if value and value % factor == 0:
+            return f"{value // factor} {unit}"
+    return str(value)
+
+
+class SizeField(forms.IntegerField):
+    """A number of bytes, typed as bytes or with a binary unit (500 KiB, 10 MiB)."""
+
+    #: What an error says was expected.
+    example = _("a size such as 1048576, 500 KiB, 10 MiB or 2 GiB, or blank")
+
+    def __init__(self, *, widget=None, **kwargs):
+        # The admin would give a number input, which refuses units.
+        super().__init__(widget=forms.TextInput(attrs={"size": 12}), **kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return show_size(value)
+        return value
+
+    def to_python(self, value):
+        if value in self.empty_values or str(value).strip() == "":
+            return None
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ValidationError(
+                _("%(value)r is not a size; expected %(example)s."),
+                code="invalid",
+                params={"value": str(value), "example": self.example},
+            ) from None
+
+
+class RateField(SizeField):
+    """Bytes per second, typed as bytes or with a binary unit (2 MiB, 500K/s)."""
+
+    example = _("a rate such as 2 MiB (per second), 500 KiB or 1048576, or blank")
+
+
+_UNITS_HELP = _(
+    "Bytes, or with a unit: K, M, G, T are 1024, 1024², … bytes (KiB, MiB; KB "
+    "and MB count the same, as the lists show them)."
+)
+
+#: Help for the quota and bandwidth fields on the account and group forms.
+QUOTA_HELP = {
+    "quota_bytes": format_lazy(
+        "{} {}",
+        _("What the home directory may hold in all, e.g. 10 GiB."),
+        _UNITS_HELP,
+    ),
+    "quota_files": _("How many files the home directory may hold, e.g. 10000."),
+    "max_upload_size": format_lazy(
+        "{} {}", _("The largest file one upload may write, e.g. 2 GiB."), _UNITS_HELP
+    ),
+    "upload_rate": format_lazy(
+        "{} {}",
+        _(
+            "Upload bandwidth per second, shared by all sessions of the "
+            "account on every server, e.g. 5 MiB."
+        ),
+        _UNITS_HELP,
+    ),
+    "download_rate": format_lazy(
+        "{} {}",
+        _(
+            "Download bandwidth per second, shared by all sessions of the "
+            "account on every server, e.g. 5 MiB."
+        ),
+        _UNITS_HELP,
+    ),
+}
+QUOTA_FIELD_CLASSES = {
+    "quota_bytes": SizeField,
+    "max_upload_size": SizeField,
+    "upload_rate": RateField,
+    "download_rate": RateField,
+}
+INHERIT_HELP = {
+    "account": _("Blank: the group's, or none."),
+    "group": _("Blank: none (an account may set its own)."),
+}
+
+
+def quota_help(kind):
+    """The help texts of the quota fields on an ``account`` or ``group`` form."""
+    return {
+        name: format_lazy("{} {}", text, INHERIT_HELP[kind])
+        for name, text in QUOTA_HELP.items()
+    }
 
 
 def validate_new_username(username):
@@ -124,6 +252,8 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
     class Meta:
         model = FTPUserAccount
         fields = ACCOUNT_FIELDS
+        field_classes = QUOTA_FIELD_CLASSES
+        help_texts = quota_help("account")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -308,6 +438,33 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
         if user.pk is None or self.cleaned_data.get("password1"):
             self.set_password_and_save(user)
         return user
+
+
+class FTPAccountForm(forms.ModelForm):
+    """The change page of an account: sizes and rates with units."""
+
+    class Meta:
+        model = FTPUserAccount
+        fields = ACCOUNT_FIELDS
+        field_classes = QUOTA_FIELD_CLASSES
+        help_texts = quota_help("account")
+
+
+class FTPGroupForm(forms.ModelForm):
+    """A group's form: sizes and rates with units."""
+
+    class Meta:
+        model = FTPUserGroup
+        fields = [
+            "name",
+            "permission",
+            "home_directory",
+            "description",
+            *LIMIT_FIELDS,
+            *QUOTA_FIELDS,
+        ]
+        field_classes = QUOTA_FIELD_CLASSES
+        help_texts = quota_help("group")
 
 
 class ExpiryField(forms.SplitDateTimeField):

@@ -20,6 +20,7 @@ from django.db import (
     connection,
 )
 
+from . import anonymous
 from .conf import settings
 from .credentials import CredentialCache
 from .defender.addresses import address_key
@@ -133,6 +134,10 @@ class DjangoAuthorizer:
         return policy, None
 
     def _login(self, username, password, remote_ip, tls, session=None):
+        if anonymous.claims(username):
+            # No user, no password hash: the "password" is an e-mail address.
+            policy = anonymous.build_policy(password)
+            return self._register(policy, remote_ip, tls, session)
         user = self._cached_user(username, password)
         cached = user is not None
         if user is None:
@@ -154,6 +159,10 @@ class DjangoAuthorizer:
             # TLS is never remembered.
             self.credentials.remember(user, password)
         policy.ensure_home()
+        return self._register(policy, remote_ip, tls, session)
+
+    def _register(self, policy, remote_ip, tls, session):
+        """Register the session of ``policy``; return the policy with its id."""
         session = session or {}
         session_id = session.get("session_id") or secrets.token_hex(8)
         # Atomic on every process and node sharing the state: the limits
@@ -193,7 +202,7 @@ class DjangoAuthorizer:
 
     def session_count(self, account_id):
         """Return how many live sessions the account has (every process)."""
-        return self.state.backend.count_sessions(account_id)
+        return self.state.count_sessions(account_id)
 
     # --- pyftpdlib authorizer interface, before login
 

@@ -31,6 +31,7 @@ ERROR_IDS = {
     "LOGINS_PER_ADDRESS": "ftpserver_core.E007",
     "LOGIN_QUEUE": "ftpserver_core.E007",
     "LOGIN_GRACE": "ftpserver_core.E007",
+    "MAX_SESSIONS_PER_ADDRESS": "ftpserver_core.E007",
     "DEFAULT_PERMISSION": "ftpserver_core.E008",
     "DEFAULT_HOME": "ftpserver_core.E009",
     "DATA_TIMEOUT": "ftpserver_core.E010",
@@ -188,6 +189,82 @@ def check_defender(app_configs, **kwargs):
                     f"{network!r} is not an IP address or network; expected e.g. "
                     "'10.0.0.0/8'.",
                 )
+    return errors
+
+
+def _number_problem(value, zero_ok=False, whole=False):
+    """Return what is wrong with a number setting, or None."""
+    kinds = int if whole else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+        pass
+    elif value > 0 or zero_ok:
+        return None
+    sign = "non-negative" if zero_ok else "positive"
+    return f"expected a {sign} {'whole number' if whole else 'number'}."
+
+
+@checks.register("ftpserver")
+def check_state(app_configs, **kwargs):
+    """Report bad FTPSERVER_STATE_*, QUOTA_* and BANDWIDTH_* values (E021, E022).
+
+    Also warn (W003) when the memory backend meets several worker processes:
+    each then counts alone.
+    """
+    from .state import get_backend
+
+    errors = []
+
+    def error(name, message, code="ftpserver_core.E021"):
+        errors.append(
+            checks.Error(
+                f"FTPSERVER_{name} = {getattr(settings, name)!r}: {message}",
+                hint=f"Fix FTPSERVER_{name} in your settings.",
+                id=code,
+            )
+        )
+
+    try:
+        backend = get_backend()
+    except ValueError as exc:
+        errors.append(
+            checks.Error(
+                str(exc),
+                hint="Fix FTPSERVER_STATE_BACKEND in your settings.",
+                id="ftpserver_core.E021",
+            )
+        )
+        backend = None
+    for name in ("STATE_POLL_INTERVAL", "STATE_HEARTBEAT", "STATE_EXPIRY"):
+        problem = _number_problem(getattr(settings, name))
+        if problem:
+            error(name, problem)
+    heartbeat, expiry = settings.STATE_HEARTBEAT, settings.STATE_EXPIRY
+    numbers = not _number_problem(heartbeat) and not _number_problem(expiry)
+    if numbers and expiry < 2 * heartbeat:
+        error(
+            "STATE_EXPIRY",
+            f"expected at least twice FTPSERVER_STATE_HEARTBEAT "
+            f"({heartbeat!r}): a live process missing one heartbeat would "
+            "lose its sessions.",
+        )
+    for name in ("QUOTA_LEASE_BYTES", "QUOTA_LEASE_FILES"):
+        problem = _number_problem(getattr(settings, name), whole=True)
+        if problem:
+            error(name, problem, "ftpserver_core.E022")
+    problem = _number_problem(settings.BANDWIDTH_BURST)
+    if problem:
+        error("BANDWIDTH_BURST", problem, "ftpserver_core.E022")
+    workers = settings.WORKERS
+    if backend is not None and not backend.shared and workers != 1:
+        errors.append(
+            checks.Warning(
+                f"FTPSERVER_STATE_BACKEND = {settings.STATE_BACKEND!r} with "
+                f"FTPSERVER_WORKERS = {workers!r}: each worker counts sessions, "
+                "quotas and bandwidth on its own, and the admin sees none of them.",
+                hint='Use FTPSERVER_STATE_BACKEND = "database".',
+                id="ftpserver_core.W003",
+            )
+        )
     return errors
 
 

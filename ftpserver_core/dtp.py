@@ -90,6 +90,8 @@ class DataChannelMixin:
             return
         if chunk and not self._closed:
             self.store(chunk)
+            if self._throttle is not None and not self._closed:
+                self._throttled(len(chunk))
 
     def handle_read_event(self):
         # Through the attribute: the TLS channel's handle_read drains OpenSSL.
@@ -100,6 +102,13 @@ class DataChannelMixin:
         self.tot_bytes_received += len(chunk)
         if self._data_wrapper is not None:
             chunk = self._data_wrapper(chunk)
+        quota = getattr(self.file_obj, "quota", None)
+        if quota is not None and not quota.admit(self, chunk):
+            return  # held until room is granted (reading paused), or refused
+        self.write_chunk(chunk)
+
+    def write_chunk(self, chunk):
+        """Write ``chunk`` to the upload; abort the transfer if that fails."""
         try:
             self.file_obj.write(chunk)
         except OSError as exc:
@@ -145,12 +154,104 @@ class DataChannelMixin:
                 return data
 
             producer.more = hashed_more
+        if self.file_obj is not None:
+            self._start_throttle()  # before sendfile's first call below
         super().push_with_producer(producer)
 
     def initiate_sendfile(self):
         # The kernel sends the file: no digest from this transfer.
         self._digest = None
+        if self._throttle is None:
+            super().initiate_sendfile()
+            return
+        # Throttled like send(): each call sends at most ac_out_buffer_size
+        # (the bucket's chunk), then the channel pays for what left.
+        before = self.tot_bytes_sent
         super().initiate_sendfile()
+        if self.tot_bytes_sent > before and not self._closed:
+            self._throttled(self.tot_bytes_sent - before)
+
+    def send(self, data):
+        sent = super().send(data)
+        if self._throttle is not None and sent and not self._closed:
+            self._throttled(sent)
+        return sent
+
+    # --- bandwidth limits (ftpserver_core.bandwidth)
+
+    # The bucket a limited transfer draws from (None: unlimited, the hot
+    # path's only cost), and the timer that resumes a held channel.
+    _throttle = None
+    _throttle_timer = None
+
+    def enable_receiving(self, type, cmd):
+        super().enable_receiving(type, cmd)
+        self._start_throttle()
+
+    def _start_throttle(self):
+        """Draw from the account's bucket if its transfers in this direction are limited."""
+        if self._throttle is not None:
+            return
+        bandwidth = getattr(self.cmd_channel.server, "bandwidth", None)
+        if bandwidth is None:
+            return
+        bucket = bandwidth.limit_for(self.cmd_channel, self.receive)
+        if bucket is None:
+            return
+        self._throttle = bucket
+        # Instance attributes: reads, sends and sendfile() move one chunk.
+        self.ac_in_buffer_size = self.ac_out_buffer_size = bucket.chunk_size()
+
+    def _throttled(self, nbytes):
+        """Pay for ``nbytes`` moved; hold the channel while the bucket is in debt."""
+        delay = self._throttle.spend(nbytes)
+        if delay <= 0:
+            return
+        if self._throttle_timer is not None:
+            self._throttle_timer.cancel()
+        else:
+            # As pyftpdlib's ThrottledDTPHandler: off the loop, no events.
+            self.del_channel()
+        self._throttle_timer = self.ioloop.call_later(
+            delay, self._resume, _errback=self.handle_error
+        )
+        # A held transfer is not stalled: the stall clock starts again when
+        # it resumes (see handle_timeout).
+        self._progress = (self.get_transmitted_bytes(), timer() + delay)
+
+    def _resume(self):
+        self._throttle_timer = None
+        if self._closed:
+            return
+        quota = getattr(self.file_obj, "quota", None)
+        if quota is not None and quota.held:
+            return  # waiting for quota room too: the quota's resume() goes on
+        self.add_channel(events=self.ioloop.READ if self.receive else self.ioloop.WRITE)
+        pending = getattr(self.socket, "pending", None)
+        if self.receive and pending is not None and pending():
+            # TLS: OpenSSL holds decrypted bytes, which raise no read event.
+            self.handle_read_event()
+
+    def _end_throttle(self):
+        """Give back the transfer's share; put a held channel back on the loop."""
+        held, self._throttle_timer = self._throttle_timer, None
+        if held is not None:
+            held.cancel()
+            if not self._closed:
+                # Its close may need events (a TLS shutdown waits for them).
+                self.add_channel(
+                    events=self.ioloop.READ if self.receive else self.ioloop.WRITE
+                )
+        bucket, self._throttle = self._throttle, None
+        if bucket is not None:
+            bucket.owner.release(bucket)
+
+    def modify_ioloop_events(self, events, logdebug=False):
+        if self._throttle_timer is not None:
+            # Held: pyftpdlib (the SSL mixin after a read or send) would put
+            # the channel back on the loop; _resume() does, in time.
+            return
+        super().modify_ioloop_events(events, logdebug)
 
     # --- ending
 
@@ -274,6 +375,12 @@ class DataChannelMixin:
 
 class DataChannel(DataChannelMixin, DTPHandler):
     """Plain-FTP data channel."""
+
+    def close(self):
+        # The transfer's bandwidth share is given back, a held channel
+        # released, before the close settles and replies.
+        self._end_throttle()
+        super().close()
 
 
 class PassivePortsExhausted(Exception):
@@ -464,11 +571,26 @@ if tls.available:
             if not self._ssl_established:
                 return  # PROT C: a plain socket
             for _ in range(_TLS_DRAIN_READS):
-                if self._closed or not self.receive or not self.socket.pending():
+                if (
+                    self._closed
+                    or not self.receive
+                    or self._throttle_timer is not None  # held: _resume() reads on
+                    or not self.socket.pending()
+                ):
                     return
                 super().handle_read()
-            if not self._closed and self.socket.pending():
+            if (
+                not self._closed
+                and self._throttle_timer is None
+                and self.socket.pending()
+            ):
                 self.ioloop.call_later(0, self.handle_read_event)
+
+        def close(self):
+            # Before the SSL mixin's shutdown, which needs the channel on the
+            # loop (a held one is off it).
+            self._end_throttle()
+            super().close()
 
         def handle_error(self):
             # Not pyftpdlib's SSL handle_error: it closes without a reply.

@@ -239,6 +239,9 @@ class DjangoHandlerMixin(LoginMixin):
             self.respond(f"501 {exc}.")
 
     def flush_account(self):
+        # pyftpdlib forgets an upload still waiting for its data connection
+        # (REIN, USER): it is discarded (its temporary file, its quota).
+        self._drop_queued_upload()
         # pyftpdlib sends on_logout from here: its receivers still see the
         # session's policy (account, group), as at QUIT.
         super().flush_account()
@@ -303,6 +306,9 @@ class DjangoHandlerMixin(LoginMixin):
         self.close_when_done()
 
     def _end_session(self):
+        if self.quota is not None:
+            self.quota.ended()
+            self.quota = None
         if self.policy is not None:
             type(self).authorizer.close_session(self.policy)
             self.policy = None
@@ -319,10 +325,38 @@ class DjangoHandlerMixin(LoginMixin):
         if not self.fs.validpath(os.path.dirname(path) if line else path):
             self.respond("550 Directory is outside the home directory.")
             return
+        # pyftpdlib creates the file (mkstemp) before it asks whether the
+        # session may write it, and removes it then: a read-only session
+        # (anonymous FTP) must not create a file even for a moment. Asked of
+        # a name like the one mkstemp makes (the same rules cover it).
+        probe = f"{path}.stou" if line else os.path.join(path, "ftpd.stou")
+        if not self.authorizer.has_perm(self.username, "w", probe):
+            self.respond("550 Not enough privileges.")
+            return
+        quota = self.quota
+        if quota is not None and not quota.need_file(self, "STOU", line, probe):
+            return  # refused, or run again once the quota has room
         try:
-            return super().ftp_STOU(line)
+            name = super().ftp_STOU(line)
         except FilesystemError as exc:
             self.respond(f"550 {exc}.")
+            return
+        if quota is not None and name is not None:
+            self._limit_stou()
+        return name
+
+    def _limit_stou(self):
+        """Put STOU's new file under the session's quota and size limit."""
+        channel = self.data_channel
+        if channel is not None and channel.file_obj is not None:
+            channel.file_obj = upload = Upload.adopt(
+                channel.file_obj.file, channel.file_obj.name, digest=self.digests
+            )
+        else:
+            file, cmd = self._in_dtp_queue
+            upload = Upload.adopt(file.file, file.name, digest=self.digests)
+            self._in_dtp_queue = (upload, cmd)
+        self.quota.start(self, upload)
 
     def ftp_SITE_CHMOD(self, path, mode):
         # The home is the server's to set up: 777 on it would open it to every
@@ -336,10 +370,14 @@ class DjangoHandlerMixin(LoginMixin):
         return super().ftp_SITE_CHMOD(path, mode)
 
     def ftp_DELE(self, path):
+        quota = self.quota
+        freed = quota.measure(path) if quota is not None else None
         with self.reply_batch():
             result = super().ftp_DELE(path)
             if not self._succeeded():
                 return result
+            if freed is not None:
+                quota.freed(freed)
             self.send_signal(
                 signals.ftp_file_deleted,
                 username=self.username,
@@ -376,10 +414,16 @@ class DjangoHandlerMixin(LoginMixin):
 
     def ftp_RNTO(self, path):
         src = self._rnfr
+        quota = self.quota
+        # A file renamed over another frees the other's room; within one
+        # home a rename changes nothing else (each account has its own).
+        freed = quota.measure(path, unless_same=src) if quota and src else None
         with self.reply_batch():
             result = super().ftp_RNTO(path)
             if not (src and self._succeeded()):
                 return result
+            if freed is not None:
+                quota.freed(freed)
             self.send_signal(
                 signals.ftp_file_renamed,
                 username=self.username,
@@ -413,7 +457,15 @@ class DjangoHandlerMixin(LoginMixin):
         self._end_session()
 
     def on_login(self, username):
-        self.send_signal(signals.ftp_login, username=username)
+        email = getattr(self.policy, "anonymous_email", None)
+        if email is None:
+            self.send_signal(signals.ftp_login, username=username)
+        else:
+            # Anonymous FTP's "password" is the client's e-mail address by
+            # convention, and no secret: it is recorded.
+            self.send_signal(
+                signals.ftp_login, username=username, anonymous_email=email
+            )
 
     def on_login_failed(self, username, password):
         self.send_signal(
@@ -460,6 +512,13 @@ class DjangoHandlerMixin(LoginMixin):
         except (OSError, FilesystemError) as exc:
             self.respond(f"550 {strerror(exc)}.")
             return
+        quota = self.quota
+        if (
+            quota is not None
+            and not upload.existed
+            and not quota.need_file(self, cmd, file, file, restart=offset)
+        ):
+            return  # refused, or run again once the quota has room
         # On disk before the file is created: a crash leaves nothing unknown.
         upload.journal_uid = audit.begin_upload(
             self._transfer_fields(
@@ -476,14 +535,48 @@ class DjangoHandlerMixin(LoginMixin):
             audit.end_upload(upload.journal_uid)
             self.respond(f"550 {strerror(exc)}.")
             return
+        if quota is not None:
+            quota.start(self, upload)
         if self.data_channel is not None:
             self.respond("125 Data connection already open. Transfer starting.")
             self.data_channel.file_obj = upload
             self.data_channel.enable_receiving(self._current_type, cmd)
         else:
             self.respond("150 File status okay. About to open data connection.")
+            self._drop_queued_upload()
             self._in_dtp_queue = (upload, cmd)
         return file
+
+    # --- quotas and the maximum upload size (ftpserver_core.quotas)
+
+    # The session's quotas.SessionQuota (None: no quota and no size limit,
+    # the only cost the hot path pays for them).
+    quota = None
+
+    def handle_auth_success(self, home, password, msg_login):
+        tracker = getattr(self.server, "quotas", None)
+        if tracker is not None and self.policy is not None:
+            if self.quota is not None:
+                self.quota.ended()
+            self.quota = tracker.session(self.policy)
+        super().handle_auth_success(home, password, msg_login)
+
+    def _drop_queued_upload(self):
+        """Discard an upload whose data connection never came."""
+        queued = self._in_dtp_queue
+        if queued is not None and isinstance(queued[0], Upload):
+            self._in_dtp_queue = None
+            queued[0].close()
+
+    def hold_input(self):
+        """Hold the commands that follow until resume_held_input() (as a login does)."""
+        self._held_input, self.ac_in_buffer = self.ac_in_buffer, b""
+        self._awaiting_verdict = True
+
+    def resume_held_input(self):
+        """Run the commands held meanwhile."""
+        self._awaiting_verdict = False
+        self._resume_input()
 
     def _transfer_fields(self, event, path, **extra):
         """The audit record an upload gets if the process dies during it."""

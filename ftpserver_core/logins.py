@@ -450,6 +450,9 @@ class LoginMixin:
             # reason). A client at its limit must be told to wait, not to
             # fix its password. The password never reaches a signal or a log.
             self.handle_auth_failed(LIMIT_MESSAGES.get(reason, ""), "")
+            # Scored now or never: a session refused for a limit that then
+            # quits is no scanner (no "no_login" points at its end).
+            self._defender_told = True
             if reason in SCORED_LOGIN_FAILURES and self.defender is not None:
                 # After the failure is pending: a ban it causes answers this
                 # very session 421 (and records its failed login).

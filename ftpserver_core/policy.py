@@ -6,6 +6,8 @@ memory. It also serves as the session's pyftpdlib authorizer, so pyftpdlib's
 own permission checks (``has_perm``, ``get_perms``) go through it.
 """
 
+import dataclasses
+import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -98,6 +100,9 @@ class SessionPolicy:
     msg_quit: str = "Goodbye."
     # The session this policy was issued to (set once it is registered).
     session_id: str = ""
+    # A digest of the user's stored password hash at login: a change of it
+    # ends the session (FTPSERVER_END_SESSIONS_ON_ACCOUNT_CHANGE).
+    password_stamp: str = ""
 
     # --- questions answered from memory
 
@@ -302,6 +307,11 @@ def resolve_policy(account, rules=None):
     )
 
 
+def password_stamp(stored):
+    """Return a short digest of a stored password hash (never the hash itself)."""
+    return hashlib.sha256((stored or "").encode()).hexdigest()[:16]
+
+
 def load_policy(user):
     """Load the policy of ``user``'s FTP account from the database (2 queries)."""
     try:
@@ -310,4 +320,5 @@ def load_policy(user):
         ).get(user=user)
     except FTPUserAccount.DoesNotExist:
         raise LoginRefused("no_ftp_account") from None
-    return resolve_policy(account)
+    policy = resolve_policy(account)
+    return dataclasses.replace(policy, password_stamp=password_stamp(user.password))

@@ -158,7 +158,9 @@ RECEIVERS = {
     signals.ftp_server_stopped: _server_event(Event.SERVER_STOPPED),
     signals.ftp_client_connected: _session_receiver(Event.CONNECT),
     signals.ftp_client_disconnected: _session_receiver(Event.DISCONNECT),
-    signals.ftp_login: _session_receiver(Event.LOGIN),
+    # An anonymous login's e-mail address (its "password") goes in the path
+    # field: a login has no path, and the admin searches that field.
+    signals.ftp_login: _session_receiver(Event.LOGIN, ftp_path="anonymous_email"),
     signals.ftp_login_failed: _login_failed,
     signals.ftp_logout: _session_receiver(Event.LOGOUT),
     signals.ftp_file_received: _session_receiver(Event.UPLOAD, **_TRANSFER),

@@ -12,8 +12,10 @@ from pyftpdlib.servers import FTPServer as BaseFTPServer
 
 from . import audit, database, tls
 from .authorizers import DjangoAuthorizer
+from .bandwidth import Bandwidth
 from .defender import Defender
 from .dtp import DataChannelMixin
+from .quotas import QuotaTracker
 from .state import SharedState
 from .workers import WorkerPool
 
@@ -109,6 +111,12 @@ class FTPServer(BaseFTPServer):
         self.digest_pool = WorkerPool(ioloop, 1, name="hash")
         self.stopped = threading.Event()
         self.state = SharedState(self)
+        # Quota leases and usage changes, written in the state thread.
+        self.quotas = QuotaTracker(self)
+        self.state.add_participant(self.quotas)
+        # Per-account rate limits, split between processes through the state.
+        self.bandwidth = Bandwidth(self)
+        self.state.add_participant(self.bandwidth)
         handler = build_handler_class(
             options, self.worker_pool, self.digest_pool, self.state
         )
@@ -200,9 +208,11 @@ class FTPServer(BaseFTPServer):
         # and disconnect callbacks, run them, then let the loop end.
         if not self._closed:
             self.close()
-        # Sessions waiting on a worker thread are off the loop's map.
+        # Sessions waiting on a worker thread are off the loop's map, and so
+        # are data channels held by a bandwidth limit or a quota grant.
+        held = [s.data_channel for s in self.sessions if s.data_channel is not None]
         channels = list(
-            dict.fromkeys([*self.ioloop.socket_map.values(), *self.sessions])
+            dict.fromkeys([*self.ioloop.socket_map.values(), *held, *self.sessions])
         )
         for channel in channels:
             if isinstance(channel, DataChannelMixin) and channel.failure is None:

@@ -13,6 +13,12 @@ concurrent appends must all land.
 The upload is journaled before its temporary file is created (see
 ``audit/journal.py``), so a crash leaves nothing behind that the next start
 does not find and remove.
+
+An upload under a quota or a maximum upload size carries ``quota`` (see
+``quotas.py``): it is told when the upload ends, and ``size_change()``
+says what the upload added to the home. An upload cut short by the maximum
+upload size or a quota is rolled back (``roll_back``): a fresh direct upload is removed,
+an appended or resumed file truncated back to its size before the upload.
 """
 
 import errno
@@ -48,6 +54,9 @@ class Upload:
     ``open()`` creates the file.
     """
 
+    # The upload's quotas.UploadQuota (None: no quota, no size limit).
+    quota = None
+
     def __init__(self, path, *, offset=0, append=False, atomic=True, digest=True):
         self.name = path  # what pyftpdlib's callbacks report
         self.offset = offset
@@ -57,6 +66,11 @@ class Upload:
         self.closed = False
         self.temp = None
         self.identity = None  # of the content written, once closed
+        self.committed = False
+        self.roll_back = False  # set when a quota or the size limit cut it short
+        self.existed = False  # a regular file was there before
+        self.size_before = 0
+        self._replaced = (0, 0)  # (bytes, files) an atomic upload replaced
         self._target = path
         self._mode = None
         self._file = None
@@ -71,6 +85,8 @@ class Upload:
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.name)
         size = st.st_size if st is not None else 0
+        self.existed = st is not None and stat.S_ISREG(st.st_mode)
+        self.size_before = size if self.existed else 0
         if self.offset > size:
             raise RestartError(f"REST position ({self.offset}) > file size ({size})")
         if self.append and st is not None:
@@ -93,6 +109,14 @@ class Upload:
             directory, f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name[:_NAME_ROOM]}"
         )
         return self
+
+    @classmethod
+    def adopt(cls, file, name, digest=True):
+        """Wrap a file created and opened elsewhere (STOU's) as a direct upload."""
+        upload = cls(name, atomic=False, digest=digest)
+        upload._hash = hashlib.sha256() if digest else None
+        upload._file = file
+        return upload
 
     def journal_fields(self):
         """What recovery needs to record and clean up this upload after a crash."""
@@ -139,10 +163,16 @@ class Upload:
             self.identity = identity(os.fstat(self._file.fileno()))
             self._file.close()
             if self.atomic:
+                if self.quota is not None:
+                    self._replaced = regular_size(self._target)
                 os.replace(self.temp, self._target)
+            self.committed = True
         except BaseException:
             self._discard()
             raise
+        finally:
+            if self.quota is not None:
+                self.quota.finished(self)
 
     def abort(self):
         """Close the file; a fresh atomic upload is removed."""
@@ -152,11 +182,50 @@ class Upload:
         try:
             self._file.close()
         finally:
-            self._discard()
+            try:
+                self._discard()
+                if self.roll_back:
+                    self._roll_back()
+            finally:
+                if self.quota is not None:
+                    self.quota.finished(self)
 
     def close(self):
         # pyftpdlib closes the files of transfers that never started.
         self.abort()
+
+    def _roll_back(self):
+        """Remove what a direct upload wrote (the atomic one's temp is gone)."""
+        if self.atomic:
+            return
+        if self.existed and (self.offset or self.append):
+            # Appended or resumed: the file as it was before, in length.
+            with open(self.name, "r+b") as file:
+                if os.fstat(file.fileno()).st_size > self.size_before:
+                    file.truncate(self.size_before)
+        else:
+            try:
+                os.unlink(self.name)
+            except FileNotFoundError:
+                pass
+
+    def size_change(self):
+        """Return ``(bytes, files)`` this upload added to the home, once closed.
+
+        Measured, not assumed: an atomic upload adds its size less the file it
+        replaced; an append adds what it wrote (concurrent appends each count
+        theirs); anything else written in place is the file's size now less
+        its size before.
+        """
+        if self.atomic:
+            if not self.committed:
+                return 0, 0
+            old_bytes, old_files = self._replaced
+            return self.identity[2] - old_bytes, 1 - old_files
+        if self.append and self.existed and not self.roll_back:
+            return self.bytes_written, 0
+        now_bytes, now_files = regular_size(self.name, follow=True)
+        return now_bytes - self.size_before, now_files - int(self.existed)
 
     def _discard(self):
         if not self.atomic:
@@ -165,3 +234,14 @@ class Upload:
             os.unlink(self.temp)
         except FileNotFoundError:
             pass
+
+
+def regular_size(path, follow=False):
+    """Return ``(size, 1)`` for a regular file at ``path``, else ``(0, 0)``."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0, 0
+    if not stat.S_ISREG(st.st_mode):
+        return 0, 0
+    return st.st_size, 1

@@ -35,6 +35,11 @@ COLUMNS = [
     "require_tls",
     "max_sessions",
     "allowed_networks",
+    "quota_bytes",
+    "quota_files",
+    "max_upload_size",
+    "upload_rate",
+    "download_rate",
     "password",
 ]
 CSV_FORMAT, XLSX_FORMAT = "0", "1"
@@ -584,6 +589,11 @@ def test_export_has_every_column_and_no_password(admin_client, world):
         "require_tls": "1",
         "max_sessions": "",
         "allowed_networks": "192.0.2.0/24 2001:db8::/32",
+        "quota_bytes": "",
+        "quota_files": "",
+        "max_upload_size": "",
+        "upload_rate": "",
+        "download_rate": "",
         "password": "",
     }
     assert records[0]["email"] == "alice@example.com"

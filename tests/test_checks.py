@@ -439,3 +439,37 @@ def test_default_home_must_be_inside_the_home_roots():
         )
         == []
     )
+
+
+# --- shared state, quotas, bandwidth (E021, E022, W003)
+
+
+@pytest.mark.parametrize(
+    ("settings", "check_id", "quoted"),
+    [
+        ({"FTPSERVER_STATE_BACKEND": "nowhere.Backend"}, "E021", "'nowhere.Backend'"),
+        ({"FTPSERVER_STATE_BACKEND": "ftpserver_core.models.Ban"}, "E021", "Ban'"),
+        ({"FTPSERVER_STATE_POLL_INTERVAL": 0}, "E021", "= 0"),
+        ({"FTPSERVER_STATE_HEARTBEAT": "5"}, "E021", "= '5'"),
+        ({"FTPSERVER_STATE_EXPIRY": 6.0}, "E021", "twice FTPSERVER_STATE_HEARTBEAT"),
+        ({"FTPSERVER_QUOTA_LEASE_BYTES": 1.5}, "E022", "= 1.5"),
+        ({"FTPSERVER_QUOTA_LEASE_FILES": -1}, "E022", "= -1"),
+        ({"FTPSERVER_BANDWIDTH_BURST": 0}, "E022", "= 0"),
+    ],
+)
+def test_bad_state_settings_are_reported(settings, check_id, quoted):
+    error = only_error(**settings)
+    assert error.id == f"ftpserver_core.{check_id}"
+    assert quoted in error.msg
+
+
+def test_bad_max_sessions_per_address_is_reported():
+    error = only_error(FTPSERVER_MAX_SESSIONS_PER_ADDRESS=-2)
+    assert error.id == "ftpserver_core.E007"
+    assert "-2" in error.msg
+
+
+def test_the_memory_backend_with_workers_warns():
+    issues = ftp_issues(FTPSERVER_STATE_BACKEND="memory", FTPSERVER_WORKERS=2)
+    assert [i.id for i in issues] == ["ftpserver_core.W003"]
+    assert ftp_issues(FTPSERVER_STATE_BACKEND="memory") == []

@@ -748,7 +748,13 @@ def test_login_records_last_login_time_and_ip(live_ftp, make_account):
     ftp = live_ftp.client("alice")
     after = timezone.now()
     ftp.quit()
-    account = FTPUserAccount.objects.get(pk=account.pk)
+    # Written behind by the state thread, within a round.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        account = FTPUserAccount.objects.get(pk=account.pk)
+        if account.last_login_ip:
+            break
+        time.sleep(0.05)
     assert account.last_login_ip == "127.0.0.1"
     assert before <= account.last_login_at <= after
 

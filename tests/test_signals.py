@@ -44,6 +44,8 @@ DEFENDER_SIGNALS = {
     "ftp_address_banned",
     "ftp_address_unbanned",
 }
+# The account controls' (issue 11).
+ACCOUNT_SIGNALS = {"ftp_session_terminated", "ftp_quota_exceeded"}
 
 # Arguments of spec/signals.rst (besides sender), then our documented extras.
 SESSION = {"session_id", "remote_port", "tls"}
@@ -142,7 +144,7 @@ def read_reply(ftp):
 
 
 def test_the_signal_module_has_exactly_the_spec_signals():
-    assert set(signals.ALL_SIGNALS) == SPEC_SIGNALS | DEFENDER_SIGNALS
+    assert set(signals.ALL_SIGNALS) == SPEC_SIGNALS | DEFENDER_SIGNALS | ACCOUNT_SIGNALS
     assert set(signals.LOGIN_FAILURE_REASONS) >= {
         "bad_credentials",
         "account_disabled",

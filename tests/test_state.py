@@ -72,7 +72,8 @@ def test_a_login_registers_a_live_session_and_its_end_removes_it(
 ):
     account = make_account("alice")
     ftp = live_ftp.client("alice")
-    row = LiveSession.objects.get()
+    # Written behind (an account without a session limit): within a round.
+    row = wait_for(lambda: LiveSession.objects.first())
     assert row.account_id == account.pk
     assert row.username == "alice"
     assert row.remote_ip == "127.0.0.1"
@@ -102,6 +103,7 @@ def test_an_admin_disconnect_by_the_orm_ends_the_session_and_is_audited(
     make_account("alice")
     ftp = live_ftp.client("alice")
     other = live_ftp.client("alice")
+    wait_for(lambda: live_rows() == 2)
     row = LiveSession.objects.first()
     started = time.monotonic()
     assert get_backend().request_kick("admin", by="root", pk=row.pk) == 1
@@ -131,6 +133,7 @@ def test_a_disconnect_during_a_transfer_records_it_incomplete(live_ftp, make_acc
     ftp = live_ftp.client("alice")
     conn = ftp.transfercmd("RETR big.bin")
     conn.recv(1024)  # the transfer is under way; the client reads no more
+    wait_for(lambda: live_rows() == 1)
     get_backend().request_kick("admin", username="alice")
     wait_for(lambda: AuditEvent.objects.filter(event="terminated").exists())
     wait_for(
@@ -176,9 +179,7 @@ def test_a_password_change_ends_the_sessions(live_ftp, make_account):
 def test_an_expiry_passing_ends_the_sessions(live_ftp, make_account):
     from django.utils import timezone
 
-    account = make_account(
-        "alice", expires_at=timezone.now() + timezone.timedelta(seconds=2)
-    )
+    make_account("alice", expires_at=timezone.now() + timezone.timedelta(seconds=2))
     ftp = live_ftp.client("alice")
     ended_in(ftp)
     assert ftp.error.startswith("421 Your account has expired")
@@ -290,12 +291,16 @@ def test_max_sessions_hold_across_prefork_workers(
     )
     workers = wait_for(lambda: len(children(server.pid)) == 2 and children(server.pid))
     clients = []
-    for _ in range(20):
+    held = dict.fromkeys(workers, 0)
+    # The kernel may hand a burst of connections to one worker: connect
+    # until both hold some (at most 60).
+    while len(clients) < 20 or (not all(held.values()) and len(clients) < 60):
         ftp = ftplib.FTP(timeout=30)
         ftp.connect(server.host, server.port)
         clients.append(ftp)
-    peers = {ftp.sock.getsockname()[1] for ftp in clients}
-    held = {pid: connection_count(pid, server.port, peers) for pid in workers}
+        if len(clients) >= 20:
+            peers = {c.sock.getsockname()[1] for c in clients}
+            held = {pid: connection_count(pid, server.port, peers) for pid in workers}
     assert all(held.values()), held  # both workers hold connections
     barrier = threading.Barrier(len(clients))
 
@@ -311,7 +316,7 @@ def test_max_sessions_hold_across_prefork_workers(
     accepted = [r for r in replies if r.startswith("230")]
     refused = [r for r in replies if r.startswith("530 Too many sessions")]
     assert len(accepted) == 3, replies
-    assert len(refused) == 17, replies
+    assert len(refused) == len(clients) - 3, replies
     assert LiveSession.objects.filter(username="alice").count() == 3
     for ftp in clients:
         ftp.close()
@@ -346,7 +351,11 @@ def test_the_per_address_limit_holds_across_two_servers(ftpserver_cmd, make_acco
     two = try_login(second, "bob", source=("127.0.0.9", 0))
     assert not isinstance(one, str) and not isinstance(two, str)
     # Each server holds one connection from the address, under its own limit
-    # of 2; together they hold the address's 2 sessions.
+    # of 2; together they hold the address's 2 sessions, which each server
+    # knows of the other once a round has written and read them (the
+    # consistency model: a login within that round could get past).
+    wait_for(lambda: live_rows(remote_ip="127.0.0.9") == 2)
+    time.sleep(2.5)  # a round of each server's state thread after that
     refused = try_login(second, "carol", source=("127.0.0.9", 0))
     assert refused.startswith("530 Too many sessions from your address"), refused
     one.quit()

@@ -1,4 +1,5 @@
-"""Admin pages: FTP home directories, groups, accounts, the audit trail, the defender."""
+"""Admin pages: FTP home directories, groups, accounts, the audit trail, the
+defender, the live sessions."""
 
 from .accounts import (  # noqa: F401
     DirectoryRuleInline,
@@ -8,4 +9,5 @@ from .accounts import (  # noqa: F401
 )
 from .audit import AuditEventAdmin  # noqa: F401
 from .defender import BanAdmin, NetworkRuleAdmin  # noqa: F401
+from .sessions import LiveSessionAdmin  # noqa: F401
 from .users import FTPAccountInline  # noqa: F401

@@ -16,6 +16,7 @@ from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
@@ -33,10 +34,18 @@ from ftpadmin.formats import CSV, XLSX
 from ftpadmin.forms import (
     ACCESS_FIELDS,
     LIMIT_FIELDS,
+    QUOTA_FIELDS,
     FTPAccountAddForm,
+    FTPAccountForm,
+    FTPGroupForm,
     SetExpiryForm,
     may_attach_account,
     may_manage_user,
+)
+from ftpadmin.list_filters import (
+    QUOTA_WARNING_PERCENT,
+    QuotaUsageFilter,
+    annotate_quota,
 )
 from ftpadmin.resources import FTPUserAccountResource
 from ftpserver_core.models import (
@@ -50,6 +59,12 @@ from ftpserver_core.policy import LoginRefused, resolve_policy
 # Admin modules are imported once the app registry is ready.
 USERNAME = f"user__{get_user_model().USERNAME_FIELD}"
 EXPIRING_SOON = datetime.timedelta(days=7)
+QUOTA_DESCRIPTION = _(
+    "Sizes and rates take a unit (500 KiB, 10 MiB, 2 GiB) or a plain number of "
+    "bytes. The quota counts what the home directory holds; bandwidth limits "
+    "are shared by all of an account's sessions on every server. A change "
+    "applies from the account's next login."
+)
 
 
 class DirectoryRuleInline(admin.TabularInline):
@@ -87,7 +102,12 @@ class FTPUserGroupAdmin(admin.ModelAdmin):
             _("Limits"),
             {"fields": ["require_tls", "max_sessions", "allowed_networks"]},
         ),
+        (
+            _("Quota and bandwidth"),
+            {"description": QUOTA_DESCRIPTION, "fields": QUOTA_FIELDS},
+        ),
     ]
+    form = FTPGroupForm
     inlines = [DirectoryRuleInline]
 
     def get_queryset(self, request):
@@ -103,6 +123,44 @@ class FTPUserGroupAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}?group__id__exact={}">{}</a>', url, obj.pk, obj.account_count
         )
+
+
+def quota_bar(used, limit, what):
+    """The HTML of one usage bar: "3.2 MB of 10.0 MB (32%)" under a meter.
+
+    ``what`` is "bytes" or "files". A quota of 0 is full from the start.
+    """
+    percent = used * 100 // limit if limit else 100
+    if used >= limit:
+        level = "ftp-quota-over"
+    elif percent >= QUOTA_WARNING_PERCENT:
+        level = "ftp-quota-high"
+    else:
+        level = "ftp-quota-ok"
+    if what == "bytes":
+        text = gettext("%(used)s of %(limit)s (%(percent)d%%)") % {
+            "used": filesizeformat(used),
+            "limit": filesizeformat(limit),
+            "percent": percent,
+        }
+    else:
+        text = gettext("%(used)d of %(limit)d files (%(percent)d%%)") % {
+            "used": used,
+            "limit": limit,
+            "percent": percent,
+        }
+    # A <meter> draws the bar from its value: no inline style, no script.
+    # Its regions: green up to 89 %, yellow from 90 %, red when full.
+    return format_html(
+        '<div class="ftp-quota {}"><meter min="0" max="100" low="{}" high="100" '
+        'optimum="0" value="{}">{}%</meter> <span class="ftp-quota-text">{}</span>'
+        "</div>",
+        level,
+        QUOTA_WARNING_PERCENT - 1,
+        min(percent, 100),
+        percent,
+        text,
+    )
 
 
 class ExpiryListFilter(admin.SimpleListFilter):
@@ -247,10 +305,17 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
         "effective_permission",
         "is_enabled",
         "expires_at",
+        "quota",
         "last_login_at",
         "last_login_ip",
     ]
-    list_filter = ["is_enabled", ExpiryListFilter, "group", "require_tls"]
+    list_filter = [
+        "is_enabled",
+        ExpiryListFilter,
+        "group",
+        "require_tls",
+        QuotaUsageFilter,
+    ]
     # Everything resolve_policy reads for the permission column: no query per row.
     list_select_related = ["user", "group__home_directory", "home_directory"]
     search_fields = [USERNAME, "group__name", "last_login_ip"]
@@ -274,6 +339,10 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
             {"fields": ACCESS_FIELDS},
         ),
         (_("Limits"), {"fields": LIMIT_FIELDS}),
+        (
+            _("Quota and bandwidth"),
+            {"description": QUOTA_DESCRIPTION, "fields": QUOTA_FIELDS},
+        ),
         (
             _("What the server applies at the next login"),
             {
@@ -307,7 +376,12 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
             {"fields": ACCESS_FIELDS},
         ),
         (_("Limits"), {"fields": LIMIT_FIELDS}),
+        (
+            _("Quota and bandwidth"),
+            {"description": QUOTA_DESCRIPTION, "fields": QUOTA_FIELDS},
+        ),
     ]
+    form = FTPAccountForm
     change_password_template = "admin/auth/user/change_password.html"  # noqa: S105
     set_expiry_template = "admin/ftpserver_core/ftpuseraccount/set_expiry.html"
 
@@ -317,11 +391,37 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
     export_formats = [CSV, XLSX]
     import_template_name = "admin/ftpserver_core/ftpuseraccount/import.html"
 
+    class Media:
+        css = {"all": ["ftpadmin/accounts.css"]}
+
     # --- the list
+
+    def get_queryset(self, request):
+        # Usage and effective quota in the list's own query (one LEFT JOIN
+        # to the usage; the group is joined already).
+        return annotate_quota(super().get_queryset(request))
 
     @admin.display(description=_("username"), ordering=USERNAME)
     def username(self, obj):
         return obj.user.get_username()
+
+    @admin.display(description=_("quota usage"), ordering="quota_used")
+    def quota(self, obj):
+        bars = []
+        if obj.quota_limit is not None:
+            bars.append(quota_bar(obj.quota_used, obj.quota_limit, "bytes"))
+        if obj.files_limit is not None:
+            bars.append(quota_bar(obj.files_used, obj.files_limit, "files"))
+        if not bars:
+            # No quota: what the home holds, if the server counted it.
+            if not obj.quota_used:
+                return "-"
+            return format_html(
+                '<span class="quiet">{}</span>',
+                gettext("%(used)s, no quota")
+                % {"used": filesizeformat(obj.quota_used)},
+            )
+        return format_html("{}" * len(bars), *bars)
 
     @admin.display(description=_("effective permission"))
     def effective_permission(self, obj):

@@ -2,7 +2,10 @@
 
 Columns: ``username``, ``email``, ``group`` (a group's name), ``home_directory``
 (a home directory's path), ``permission``, ``is_enabled``, ``expires_at``,
-``require_tls``, ``max_sessions``, ``allowed_networks``, ``password``.
+``require_tls``, ``max_sessions``, ``allowed_networks``, ``quota_bytes``,
+``quota_files``, ``max_upload_size``, ``upload_rate``, ``download_rate``
+(whole numbers of bytes, files and bytes per second; blank inherits the
+group's), ``password``.
 
 - A row whose username has an FTP account updates it; otherwise it creates
   one, for the Django user of that name, created too when missing.
@@ -106,6 +109,23 @@ class FTPUserAccountResource(resources.ModelResource):
         attribute="allowed_networks",
         column_name="allowed_networks",
         widget=TextWidget(),
+    )
+    quota_bytes = fields.Field(
+        attribute="quota_bytes", column_name="quota_bytes", widget=CountWidget()
+    )
+    quota_files = fields.Field(
+        attribute="quota_files", column_name="quota_files", widget=CountWidget()
+    )
+    max_upload_size = fields.Field(
+        attribute="max_upload_size",
+        column_name="max_upload_size",
+        widget=CountWidget(),
+    )
+    upload_rate = fields.Field(
+        attribute="upload_rate", column_name="upload_rate", widget=CountWidget()
+    )
+    download_rate = fields.Field(
+        attribute="download_rate", column_name="download_rate", widget=CountWidget()
     )
     password = fields.Field(column_name="password", readonly=True)
 

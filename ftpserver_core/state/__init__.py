@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ..conf import settings
-from .base import SessionInfo, StateBackend
+from .base import LoginRefused, SessionInfo, StateBackend
 
 logger = logging.getLogger("ftpserver_core.state")
 
@@ -83,6 +83,10 @@ class SharedState:
         # its previous one.
         self._registering = threading.Lock()
         self._closing = set()  # ends being written by the thread
+        self._opened = {}  # session_id -> SessionInfo admitted, to be written
+        self._logins = {}  # account_id -> (ip, time) of its last login, to write
+        self._address_counts = {}  # address key -> this process's sessions
+        self._remote = {}  # address key -> other processes' sessions (last round)
         self._local = {}  # session_id -> SessionInfo of this process's sessions
         self._closed = set()  # session ids whose end is to be written
         self._updates = {}  # session_id -> fields, written next round
@@ -97,17 +101,7 @@ class SharedState:
     # --- lifecycle
 
     def start(self):
-        """Register the process (when the database answers) and start the thread."""
-        try:
-            self.ensure_process()
-        except Exception as exc:
-            logger.warning(
-                "Cannot register this server process in the shared state yet "
-                "(%s); retrying each round.",
-                exc,
-            )
-        finally:
-            close_old_connections()
+        """Start the thread; its first round registers the process (off the loop)."""
         self._thread = threading.Thread(
             target=self._run, name="ftpserver-state", daemon=True
         )
@@ -147,12 +141,21 @@ class SharedState:
             address_key=handler_info["address_key"],
             tls=handler_info["tls"],
             connected_at=handler_info.get("connected_at") or timezone.now(),
+            password_stamp=getattr(policy, "password_stamp", ""),
         )
         process = self.ensure_process()
         limits = {
             "max_sessions": policy.max_sessions,
             "max_per_address": max_per_address,
         }
+        own_per_address = getattr(policy, "max_sessions_per_address", None)
+        if own_per_address:
+            # Anonymous FTP's own per-address limit (only then: a backend of
+            # a project's need not know the argument).
+            limits["max_account_per_address"] = own_per_address
+        if self.backend.shared and len(limits) == 2 and limits["max_sessions"] is None:
+            self._admit(info, max_per_address)
+            return
         with self._lock:
             # A new login on the same connection (USER again): its previous
             # registration's end is written first, here, not after this one.
@@ -166,16 +169,58 @@ class SharedState:
         else:
             self.backend.open_session(process, info, **limits)
         with self._lock:
-            self._local[info.session_id] = info
+            self._add_local(info)
+
+    def _admit(self, info, max_per_address):
+        """Admit a session of an account without a session limit, from memory.
+
+        The common short session (a scanner's, a camera's) pays no write:
+        its registration and last login are written behind by the thread.
+        The per-address limit counts this process's sessions exactly and the
+        others' as of the last round (a login on another process since then
+        can be missed: see the consistency model).
+        """
+        key = info.address_key
+        with self._lock:
+            if max_per_address:
+                held = self._address_counts.get(key, 0) + self._remote.get(key, 0)
+                if held >= max_per_address:
+                    raise LoginRefused(
+                        "too_many_sessions_per_address", f"limit {max_per_address}"
+                    )
+            self._add_local(info)
+            self._opened[info.session_id] = info
+            if info.account_id is not None:
+                self._logins[info.account_id] = (info.remote_ip, timezone.now())
+
+    def _add_local(self, info):
+        self._local[info.session_id] = info
+        key = info.address_key
+        self._address_counts[key] = self._address_counts.get(key, 0) + 1
+
+    def count_sessions(self, account_id):
+        """Return the account's live sessions everywhere, this process's unwritten too."""
+        with self._lock:
+            unwritten = sum(i.account_id == account_id for i in self._opened.values())
+        return self.backend.count_sessions(account_id) + unwritten
 
     # --- from the loop
 
     def session_closed(self, session_id):
         """Forget a session that ended (written by the thread)."""
         with self._lock:
-            if self._local.pop(session_id, None) is None:
+            info = self._local.pop(session_id, None)
+            if info is None:
                 return
+            key = info.address_key
+            left = self._address_counts.get(key, 0) - 1
+            if left > 0:
+                self._address_counts[key] = left
+            else:
+                self._address_counts.pop(key, None)
             self._updates.pop(session_id, None)
+            if self._opened.pop(session_id, None) is not None:
+                return  # never written: nothing to remove
             if self.backend.shared:
                 self._closed.add(session_id)
                 return
@@ -264,6 +309,21 @@ class SharedState:
                 self._closing = set()
             self._kicked -= closed
         with self._lock:
+            opened, self._opened = self._opened, {}
+            logins, self._logins = self._logins, {}
+        if opened or logins:
+            try:
+                self.backend.record_sessions(process, list(opened.values()), logins)
+            except Exception:
+                with self._lock:
+                    for session_id, info in opened.items():
+                        if session_id in self._local:
+                            self._opened.setdefault(session_id, info)
+                    self._logins = {**logins, **self._logins}
+                raise
+        remote = self.backend.address_counts(process)
+        with self._lock:
+            self._remote = remote
             updates, self._updates = self._updates, {}
         if updates:
             try:
@@ -293,7 +353,7 @@ class SharedState:
             return []
         with self._lock:
             local = [
-                (info.session_id, info.account_id)
+                info
                 for info in self._local.values()
                 if info.account_id is not None and info.session_id not in self._kicked
             ]
@@ -302,26 +362,35 @@ class SharedState:
         from django.contrib.auth import get_user_model
 
         from ..models import FTPUserAccount
+        from ..policy import password_stamp
 
-        ended = {}
         # A custom user model may have no is_active field (then always active).
         user_fields = {f.name for f in get_user_model()._meta.concrete_fields}
         active = "user__is_active" if "is_active" in user_fields else "is_enabled"
         rows = FTPUserAccount.objects.filter(
-            pk__in={account for _, account in local}
-        ).values_list("pk", "is_enabled", "expires_at", active)
+            pk__in={info.account_id for info in local}
+        ).values_list("pk", "is_enabled", "expires_at", active, "user__password")
         now = timezone.now()
-        found = set()
-        for pk, enabled, expires_at, active in rows:
-            found.add(pk)
-            if not enabled or not active:
-                ended[pk] = "account_disabled"
-            elif expires_at is not None and expires_at <= now:
-                ended[pk] = "account_expired"
-        for _, account in local:
-            if account not in found:
-                ended[account] = "account_deleted"
-        return [(sid, ended[acc], "") for sid, acc in local if acc in ended]
+        accounts = {row[0]: row[1:] for row in rows}
+        kicks = []
+        for info in local:
+            row = accounts.get(info.account_id)
+            if row is None:
+                reason = "account_deleted"
+            else:
+                enabled, expires_at, is_active, password = row
+                if not enabled or not is_active:
+                    reason = "account_disabled"
+                elif expires_at is not None and expires_at <= now:
+                    reason = "account_expired"
+                elif info.password_stamp and info.password_stamp != password_stamp(
+                    password
+                ):
+                    reason = "password_changed"
+                else:
+                    continue
+            kicks.append((info.session_id, reason, ""))
+        return kicks
 
     def _reregister(self):
         """The process was expired (it stalled): register again, with its sessions."""

@@ -24,6 +24,8 @@ class SessionInfo:
     address_key: str
     tls: bool
     connected_at: datetime.datetime
+    # policy.password_stamp: the thread ends the session when it changes.
+    password_stamp: str = ""
 
 
 class StateBackend:
@@ -58,13 +60,41 @@ class StateBackend:
 
     # --- sessions
 
-    def open_session(self, process, session, *, max_sessions, max_per_address):
+    def open_session(
+        self,
+        process,
+        session,
+        *,
+        max_sessions,
+        max_per_address,
+        max_account_per_address=None,
+    ):
         """Register ``session`` unless a limit is reached (atomically, everywhere).
+
+        ``max_sessions`` counts the sessions of ``session.account_id``; for a
+        session without an account (anonymous FTP), those without one with
+        the same ``username``. ``max_per_address`` counts every session from
+        the client's address; ``max_account_per_address`` (given only when
+        set) those of the same account, or user name, from it.
 
         Raise :class:`~ftpserver_core.policy.LoginRefused` with
         ``too_many_sessions`` or ``too_many_sessions_per_address``. Also
         records the account's last login. Return the session's key.
         """
+        raise NotImplementedError
+
+    def record_sessions(self, process, sessions, logins):
+        """Register ``sessions`` already admitted; record ``logins``.
+
+        ``logins`` is ``{account_id: (remote_ip, aware datetime)}``: the last
+        login of each account (a session may have ended already). Written
+        behind by the state thread: sessions of accounts without a session
+        limit are admitted from memory (see ``SharedState``).
+        """
+        raise NotImplementedError
+
+    def address_counts(self, process):
+        """Return ``{address_key: n}`` of the live sessions of every *other* process."""
         raise NotImplementedError
 
     def restore_sessions(self, process, sessions):

@@ -18,7 +18,7 @@ import logging
 import zlib
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Sum, Value
+from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Q, Sum, Value
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -74,28 +74,54 @@ class DatabaseBackend(StateBackend):
 
     # --- sessions
 
-    def open_session(self, process, session, *, max_sessions, max_per_address):
+    def open_session(
+        self,
+        process,
+        session,
+        *,
+        max_sessions,
+        max_per_address,
+        max_account_per_address=None,
+    ):
         live = LiveSession.objects.filter(self.alive("process__"))
+        account = session.account_id
+        if account is not None:
+            own = live.filter(account_id=account)
+        else:
+            # Without an account (anonymous FTP): the sessions of the same
+            # user name without one.
+            own = live.filter(account__isnull=True, username=session.username[:150])
         with transaction.atomic():
-            if session.account_id is not None:
+            if account is not None:
                 # The row lock serializes the logins of one account on every
                 # process (SQLite: this takes the database's write lock).
-                FTPUserAccount.objects.filter(pk=session.account_id).update(
+                FTPUserAccount.objects.filter(pk=account).update(
                     last_login_at=timezone.now(),
                     last_login_ip=session.remote_ip or None,
                 )
-            if max_per_address and connection.vendor == "postgresql":
+            postgresql = connection.vendor == "postgresql"
+            if (max_per_address or max_account_per_address) and postgresql:
                 with connection.cursor() as cursor:
                     cursor.execute(
                         "SELECT pg_advisory_xact_lock(%s, %s)",
                         [0x465450, _lock_key(session.address_key)],
                     )
-            account = session.account_id
-            if (
-                max_sessions is not None
-                and account is not None
-                and live.filter(account_id=account).count() >= max_sessions
+            if account is None and (
+                max_sessions is not None or max_account_per_address
             ):
+                # No account row to lock: the user name's own lock, taken
+                # after the address's (as an account's logins do), so that
+                # two logins never wait for each other in a circle.
+                if postgresql:
+                    with connection.cursor() as cursor:
+                        cursor.execute(
+                            "SELECT pg_advisory_xact_lock(%s, %s)",
+                            [0x414E4F, _lock_key(session.username)],
+                        )
+                else:
+                    # A write, even of nothing: SQLite's write lock.
+                    ServerProcess.objects.filter(pk=process).update(pid=F("pid"))
+            if max_sessions is not None and own.count() >= max_sessions:
                 raise LoginRefused("too_many_sessions", f"limit {max_sessions}")
             if (
                 max_per_address
@@ -105,8 +131,48 @@ class DatabaseBackend(StateBackend):
                 raise LoginRefused(
                     "too_many_sessions_per_address", f"limit {max_per_address}"
                 )
+            if (
+                max_account_per_address
+                and own.filter(address_key=session.address_key).count()
+                >= max_account_per_address
+            ):
+                raise LoginRefused(
+                    "too_many_sessions_per_address",
+                    f"limit {max_account_per_address} of {session.username!r}",
+                )
             row = LiveSession.objects.create(process_id=process, **_fields(session))
         return row.pk
+
+    def record_sessions(self, process, sessions, logins):
+        with transaction.atomic():
+            # An account deleted since its login: the row is kept without it
+            # (the session is being ended for it).
+            exist = set(
+                FTPUserAccount.objects.filter(
+                    pk__in={s.account_id for s in sessions if s.account_id}
+                ).values_list("pk", flat=True)
+            )
+            rows = []
+            for session in sessions:
+                fields = _fields(session)
+                if fields["account_id"] not in exist:
+                    fields["account_id"] = None
+                rows.append(LiveSession(process_id=process, **fields))
+            LiveSession.objects.bulk_create(rows, ignore_conflicts=True)
+            for account, (remote_ip, when) in logins.items():
+                FTPUserAccount.objects.filter(pk=account).update(
+                    last_login_at=when, last_login_ip=remote_ip or None
+                )
+
+    def address_counts(self, process):
+        rows = (
+            LiveSession.objects.filter(self.alive("process__"))
+            .exclude(process_id=process)
+            .values("address_key")
+            .annotate(n=Count("id"))
+            .values_list("address_key", "n")
+        )
+        return dict(rows)
 
     def restore_sessions(self, process, sessions):
         for session in sessions:
@@ -225,7 +291,7 @@ class DatabaseBackend(StateBackend):
         rows = ServerProcess.objects.filter(self.alive()).exclude(transfers={})
         for transfers in rows.values_list("transfers", flat=True):
             for account, counts in transfers.items():
-                total = totals.setdefault(int(account), {})
+                total = totals.setdefault(_key(account), {})
                 for direction, n in counts.items():
                     total[direction] = total.get(direction, 0) + n
         return totals
@@ -287,3 +353,8 @@ def _fields(session):
         "tls": session.tls,
         "connected_at": session.connected_at,
     }
+
+
+def _key(account):
+    """An account id published as text back to an int; other keys stay text."""
+    return int(account) if str(account).isdigit() else account

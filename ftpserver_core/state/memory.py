@@ -71,15 +71,28 @@ class MemoryBackend(StateBackend):
 
     # --- sessions
 
-    def open_session(self, process, session, *, max_sessions, max_per_address):
+    def open_session(
+        self,
+        process,
+        session,
+        *,
+        max_sessions,
+        max_per_address,
+        max_account_per_address=None,
+    ):
         with self._lock:
             live = [s for (p, _), s in self._sessions.items() if self._alive(p)]
-            account = session.account_id
-            if (
-                max_sessions is not None
-                and account is not None
-                and sum(s["account_id"] == account for s in live) >= max_sessions
-            ):
+            # The account's sessions; without an account (anonymous FTP),
+            # those of the same user name without one.
+            if session.account_id is not None:
+                own = [s for s in live if s["account_id"] == session.account_id]
+            else:
+                own = [
+                    s
+                    for s in live
+                    if s["account_id"] is None and s["username"] == session.username
+                ]
+            if max_sessions is not None and len(own) >= max_sessions:
                 raise LoginRefused("too_many_sessions", f"limit {max_sessions}")
             if max_per_address and (
                 sum(s["address_key"] == session.address_key for s in live)
@@ -87,6 +100,14 @@ class MemoryBackend(StateBackend):
             ):
                 raise LoginRefused(
                     "too_many_sessions_per_address", f"limit {max_per_address}"
+                )
+            if max_account_per_address and (
+                sum(s["address_key"] == session.address_key for s in own)
+                >= max_account_per_address
+            ):
+                raise LoginRefused(
+                    "too_many_sessions_per_address",
+                    f"limit {max_account_per_address} of {session.username!r}",
                 )
             self._sessions[(process, session.session_id)] = self._row(session)
         if session.account_id is not None:
@@ -107,6 +128,22 @@ class MemoryBackend(StateBackend):
             "kick_reason": "",
             "kick_by": "",
         }
+
+    def record_sessions(self, process, sessions, logins):
+        self.restore_sessions(process, sessions)
+        for account, (remote_ip, when) in logins.items():
+            FTPUserAccount.objects.filter(pk=account).update(
+                last_login_at=when, last_login_ip=remote_ip or None
+            )
+
+    def address_counts(self, process):
+        counts = {}
+        with self._lock:
+            for (p, _), row in self._sessions.items():
+                if p != process and self._alive(p):
+                    key = row["address_key"]
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def restore_sessions(self, process, sessions):
         with self._lock:
@@ -214,7 +251,7 @@ class MemoryBackend(StateBackend):
                 if not self._alive(key):
                     continue
                 for account, counts in entry["transfers"].items():
-                    total = totals.setdefault(int(account), {})
+                    total = totals.setdefault(_key(account), {})
                     for direction, n in counts.items():
                         total[direction] = total.get(direction, 0) + n
         return totals
@@ -224,3 +261,8 @@ class MemoryBackend(StateBackend):
     def wait(self, timeout):
         self._wake.wait(timeout)
         self._wake.clear()
+
+
+def _key(account):
+    """An account id published as text back to an int; other keys stay text."""
+    return int(account) if str(account).isdigit() else account

@@ -180,6 +180,45 @@ def smallops(host, port, home=None, n=500, n_local=4500, size=4096):
     return res
 
 
+# --- short sessions -----------------------------------------------------------
+
+
+def sessions(host, port, n=300, cycles=300, size=4096, user="probe"):
+    """A cached login's latency and the short-session cycle rate.
+
+    Latency: connect to 230 (connect, greeting, USER, PASS), one at a time,
+    median and p90 over ``n`` logins after a warm-up (the credential cache
+    holds the password). Cycle: connect, log in, STOR ``size`` bytes, QUIT,
+    one at a time (the workload of scanners, cameras and scripts).
+    """
+    wait_for_ports()
+    secret = password(user)
+    close_quietly(login(host, port, user))  # warm the credential cache
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        c = ftplib.FTP()
+        c.connect(host, port, timeout=30)
+        c.login(user, secret)
+        times.append(time.perf_counter() - t)
+        c.close()
+    times.sort()
+    data = b"x" * size
+    t = time.perf_counter()
+    for i in range(cycles):
+        c = ftplib.FTP()
+        c.connect(host, port, timeout=30)
+        c.login(user, secret)
+        c.storbinary(f"STOR cycle{i % 50}", io.BytesIO(data))
+        c.quit()
+    cycle_s = time.perf_counter() - t
+    return {
+        "login_ms": statistics.median(times) * 1000,
+        "login_p90_ms": times[int(len(times) * 0.9)] * 1000,
+        "cycles_per_s": cycles / cycle_s,
+    }
+
+
 # --- logins -------------------------------------------------------------------
 
 

@@ -27,6 +27,9 @@ FIGURES = [
     ("smallops", "retr_per_s", "smallops: RETR 4 KiB", "/s"),
     ("smallops", "size_mdtm_per_s", "smallops: SIZE+MDTM", "/s"),
     ("smallops", "dele_per_s", "smallops: DELE", "/s"),
+    ("sessions", "login_ms", "sessions: cached login, connect to 230 (median)", "ms"),
+    ("sessions", "login_p90_ms", "sessions: cached login, connect to 230 (p90)", "ms"),
+    ("sessions", "cycles_per_s", "sessions: connect, login, STOR 4 KiB, QUIT", "/s"),
     ("logins", "burst_s", "logins: 100 at once, cache off", "s"),
     ("logins", "hasher_limit_s", "logins: hasher limit (100 PBKDF2 / cores)", "s"),
     ("logins", "burst_vs_limit", "logins: cache off / hasher limit", "x"),
@@ -207,6 +210,20 @@ def targets(results):
                 each(_ratio_fn(results, "smallops", key, 0.90, lower=False)),
             )
         )
+    out.append(
+        (
+            "a cached login, connect to 230 (latency)",
+            "<= 3x bare",
+            each(_ratio_fn(results, "sessions", "login_ms", 3.0, lower=True)),
+        )
+    )
+    out.append(
+        (
+            "connect, login, STOR 4 KiB, QUIT (cycles/s)",
+            ">= 0.5x bare",
+            each(_ratio_fn(results, "sessions", "cycles_per_s", 0.5, lower=False)),
+        )
+    )
     for key, what in [("stor_mb_s", "STOR"), ("retr_mb_s", "RETR")]:
         out.append(
             (

@@ -26,7 +26,7 @@ Servers:
 - ``django-ftpserver``: the original django-ftpserver 1.0.0 from PyPI, in a
   virtualenv the run creates in its temp dir.
 
-Probes: stall, smallops, logins, ftpbench, transfers, idle, prefork (FTP),
+Probes: stall, smallops, sessions, logins, ftpbench, transfers, idle, prefork (FTP),
 admin and export (the audit changelist and the transfers CSV on a million
 records; their databases are filled once and kept for the next runs:
 ``ftpsuite_bench_admin`` / ``ftpsuite_bench_export`` on PostgreSQL,
@@ -54,6 +54,7 @@ N_USERS = 100
 ALL_PROBES = [
     "stall",
     "smallops",
+    "sessions",
     "logins",
     "ftpbench",
     "transfers",
@@ -66,6 +67,7 @@ ALL_PROBES = [
 FTP_PROBES = {
     "stall",
     "smallops",
+    "sessions",
     "logins",
     "ftpbench",
     "transfers",
@@ -348,6 +350,13 @@ class Bench:
             lambda server, r: probes.smallops(
                 "127.0.0.1", self.port(server), self.homes / server / "probe"
             ),
+        )
+
+    def probe_sessions(self):
+        self.alternate(
+            "sessions",
+            self.ftp_servers(),
+            lambda server, r: probes.sessions("127.0.0.1", self.port(server)),
         )
 
     def probe_logins(self):

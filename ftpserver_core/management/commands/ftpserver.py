@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from ftpserver_core import audit, privileges, signals
+from ftpserver_core import anonymous, audit, privileges, signals
 from ftpserver_core.checks import DEPLOY_TAG
 from ftpserver_core.conf import settings as ftp_settings
 from ftpserver_core.options import OptionError, ServerOptions, parse_address
@@ -302,10 +302,24 @@ class Command(BaseCommand):
             f"Passive ports: {passive}\n"
             f"Masquerade address: {options.masquerade_address or 'none'}\n"
             f"Worker processes: {options.workers}\n"
+            + _anonymous_line()
             + (f"Running as: {identity}\n" if identity else "")
             + f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
         )
         self.stdout.flush()
+
+
+def _anonymous_line():
+    """Say that anonymous FTP is on, and where (nothing when it is off)."""
+    if not anonymous.enabled():
+        return ""
+    limit = ftp_settings.ANONYMOUS_MAX_SESSIONS
+    per_address = ftp_settings.ANONYMOUS_MAX_SESSIONS_PER_ADDRESS
+    return (
+        f"Anonymous FTP: ON, read-only, in {ftp_settings.ANONYMOUS_HOME} "
+        f"({limit or 'unlimited'} sessions, {per_address or 'unlimited'} per "
+        "address)\n"
+    )
 
 
 def _port_ranges(ports):
