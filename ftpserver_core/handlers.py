@@ -24,7 +24,7 @@ from .defender import address_key
 from .dtp import DataChannel, PassiveListener, PassivePortsExhausted
 from .filesystems import DjangoFilesystem, OutsideHome, quoted
 from .logins import LoginMixin
-from .uploads import RestartError, Upload
+from .uploads import TEMP_PREFIX, RestartError, Upload, is_temporary
 
 logger = logging.getLogger(__name__)
 
@@ -386,7 +386,23 @@ class DjangoHandlerMixin(LoginMixin):
             )
         return result
 
+    def _reserved_name(self, path):
+        """Refuse (553) a name of the server's own temporary files; True if refused.
+
+        Such a file is hidden from listings and from ``ftpquotascan``, and an
+        atomic upload's recovery would take it for its own leftover.
+        """
+        if not is_temporary(os.path.basename(path)):
+            return False
+        self.respond(
+            f"553 {quoted(self.fs.sent_path(path))}: names starting with "
+            f"{TEMP_PREFIX!r} are reserved for the server's uploads."
+        )
+        return True
+
     def ftp_MKD(self, path):
+        if self._reserved_name(path):
+            return None
         with self.reply_batch():
             result = super().ftp_MKD(path)
             if not self._succeeded():
@@ -413,6 +429,9 @@ class DjangoHandlerMixin(LoginMixin):
         return result
 
     def ftp_RNTO(self, path):
+        if self._reserved_name(path):
+            self._rnfr = None
+            return None
         src = self._rnfr
         quota = self.quota
         # A file renamed over another frees the other's room; within one
@@ -496,6 +515,9 @@ class DjangoHandlerMixin(LoginMixin):
         upload first, then writes it atomically (FTPSERVER_UPLOAD_MODE).
         """
         cmd = "APPE" if "a" in mode else "STOR"
+        if self._reserved_name(file):
+            self._restart_position = 0
+            return None
         offset, self._restart_position = self._restart_position, 0
         upload = Upload(
             file,

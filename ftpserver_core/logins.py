@@ -272,7 +272,7 @@ class LoginMixin:
     def refuse_input(self):
         self._held_input = b""
         self._abandon_login()
-        self.respond("421 Too many commands sent before the login's answer.")
+        self.respond("421 Too many commands sent before the server's answer.")
         self.close_when_done()
 
     def found_terminator(self):

@@ -7,8 +7,10 @@ through the kernel: a port one worker holds fails to bind in another, which
 then tries the next one of the range. The parent restarts a worker that dies
 and, on SIGTERM or Ctrl-C, stops every worker and waits for them.
 
-Limits that count sessions (an account's maximum sessions, the connection
-limits) and the credential cache are per worker.
+An account's maximum sessions, the per-address session limit, quotas,
+bandwidth limits and bans hold across the workers (the shared state,
+``ftpserver_core.state``); the connection limits at accept and the
+credential cache are per worker.
 
 With ``--user`` the supervisor drops privileges before it forks (the
 ``ftpserver`` command has done so already), so no process stays root: a

@@ -518,7 +518,7 @@ class UploadQuota:
                 limit=limit,
                 used=used,
             )
-            channel.abort("disk_full", reply)
+            channel.abort("quota_exceeded", reply)
 
     def finished(self, upload):
         """The upload was committed or discarded: queue what it changed."""

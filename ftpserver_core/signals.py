@@ -161,6 +161,7 @@ TRANSFER_FAILURE_REASONS = (
     "connection_lost",  # the data connection was reset or broke
     "data_timeout",  # no progress for FTPSERVER_DATA_TIMEOUT seconds
     "disk_full",  # no space left (ENOSPC) or the disk quota (EDQUOT)
+    "quota_exceeded",  # the account's quota or maximum upload size (552)
     "write_error",  # another error writing the file
     "read_error",  # an error reading the file being sent
     "aborted",  # ABOR, or the session ended during the transfer

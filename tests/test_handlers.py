@@ -925,3 +925,21 @@ def test_a_control_character_in_user_is_501_and_no_login_attempt(
     ftp.quit()
     recorder.wait_for("ftp_client_disconnected")
     assert "ftp_login_failed" not in recorder.names()
+
+
+def test_names_of_the_servers_temporary_files_are_refused(live_ftp, make_account):
+    """Hidden from listings and from ftpquotascan, and taken by recovery for
+    an upload's leftover: no client may create one."""
+    account = make_account("alice")
+    put(account, "f.txt", b"x")
+    ftp = live_ftp.client("alice")
+    for command in (
+        lambda: ftp.storbinary("STOR .ftpupload-1234-x", io.BytesIO(b"x")),
+        lambda: ftp.storbinary("APPE sub/.ftpupload-x", io.BytesIO(b"x")),
+        lambda: ftp.mkd(".ftpupload-dir"),
+        lambda: ftp.rename("f.txt", ".ftpupload-f.txt"),
+    ):
+        with pytest.raises(ftplib.error_perm, match="^553 .*reserved"):
+            command()
+    assert sorted(os.listdir(account.home_path)) == ["f.txt"]
+    ftp.quit()

@@ -162,7 +162,7 @@ def test_more_than_16_kib_sent_while_a_login_is_pending_ends_the_session(
     sock, lines = pending_login(live, "127.0.0.72", slow_logins)
     sock.sendall(b"NOOP\r\n" * 4000)  # 24,000 bytes
     # Answered and closed at once, not after the login's verdict.
-    assert lines.rest() == ["421 Too many commands sent before the login's answer."]
+    assert lines.rest() == ["421 Too many commands sent before the server's answer."]
     sock.close()
     wait_until(lambda: disconnected(recorder, "127.0.0.72"))
     wait_until(lambda: not live.server.logins_in_flight)
