@@ -37,8 +37,8 @@ USERNAME = "anonymous"
 PERMISSION = "elr"
 # An e-mail address is at most 254 characters (RFC 5321 with its erratum).
 EMAIL_LENGTH = 254
-# The key anonymous sessions share for limits kept per account (bandwidth).
-LIMIT_KEY = "anonymous"
+# The key whose download rate every anonymous session shares (bandwidth.py).
+BANDWIDTH_KEY = "anonymous"
 
 MESSAGE_LOGIN = "Anonymous access granted, restrictions apply."
 
@@ -49,7 +49,7 @@ class AnonymousPolicy(SessionPolicy):
 
     max_sessions_per_address: int | None = None
     anonymous_email: str = ""
-    limit_key: str = LIMIT_KEY
+    bandwidth_key: str = BANDWIDTH_KEY
 
     def permission_for(self, path, entry=False):
         # Even a rule (there is none) cannot add a letter.

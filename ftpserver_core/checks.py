@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from django.conf import settings as django_settings
 from django.core import checks
 
+from . import anonymous
 from .conf import settings
 from .models import validate_path_template, validate_permission
 from .models.accounts import home_root_problem
@@ -331,3 +332,9 @@ def check_journal(app_configs, **kwargs):
             )
         ]
     return []
+
+
+# Anonymous FTP (E040-E043, W040-W042): the settings everywhere; the disk and
+# the database where the FTP server runs.
+checks.register("ftpserver")(anonymous.check_settings)
+checks.register(DEPLOY_TAG, deploy=True)(anonymous.check_deploy)

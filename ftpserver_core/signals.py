@@ -51,7 +51,8 @@ unless logged in), remote_ip."""
 
 ftp_login = Signal(use_caching=True)
 """Sent after a successful login. Arguments: sender, handler, username,
-remote_ip."""
+remote_ip; extra: anonymous_email (anonymous FTP only: the password given,
+by convention an e-mail address; never sent for an account)."""
 
 ftp_login_failed = Signal(use_caching=True)
 """Sent after a failed login. Arguments: sender, handler, username (as typed),

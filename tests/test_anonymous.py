@@ -583,3 +583,29 @@ def test_on_a_django_user_named_ftp_gets_the_anonymous_session(
     with pytest.raises(ftplib.error_perm, match="^550"):
         ftp.storbinary("STOR new.txt", io.BytesIO(b"x"))
     ftp.quit()
+
+
+def test_the_download_rate_is_shared_by_every_anonymous_session(
+    anonymous_on, settings, ftp_server
+):
+    from ftpserver_core import bandwidth
+
+    settings.FTPSERVER_ANONYMOUS_DOWNLOAD_RATE = 100_000
+    policy = anonymous.build_policy("x")
+    assert policy.download_rate == 100_000
+    assert policy.upload_rate is None
+    assert bandwidth.key_for(policy) == "anonymous"
+    live = ftp_server()
+    clients = [login(live), login(live, "ftp", source=("127.0.0.2", 0))]
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        data = list(
+            pool.map(
+                lambda ftp: ftp.retrbinary("RETR docs/guide.bin", io.BytesIO().write),
+                clients,
+            )
+        )
+    # 600 kB at 100 kB/s for both together: 6 s less a burst, at least.
+    assert time.monotonic() - started >= 4.5, data
+    for ftp in clients:
+        ftp.quit()
