@@ -9,6 +9,7 @@ thread, never on the IO loop. Once a session is logged in, its
 
 import dataclasses
 import logging
+import os
 import secrets
 
 from django.contrib.auth import authenticate, get_user_model
@@ -24,6 +25,7 @@ from . import anonymous
 from .conf import settings
 from .credentials import CredentialCache
 from .defender.addresses import address_key
+from .logincache import LoginCache
 from .policy import LoginRefused, load_policy
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,23 @@ class DjangoAuthorizer:
         self.state = state
         self.max_per_address = max_per_address
         self.credentials = CredentialCache()
+        self.logins = LoginCache()
+
+    def quick_login(self, username, password, remote_ip, tls, session):
+        """Answer a repeat login from memory (on the loop); None: ask the database.
+
+        Raise LoginRefused for a per-address limit (admission from memory).
+        """
+        policy = self.logins.lookup(username, password)
+        if policy is None or policy.max_sessions is not None:
+            return None
+        if not self.state.backend.shared:
+            return None  # the memory backend: its check is as cheap as any
+        if policy.refusal(remote_ip, tls) is not None:
+            return None  # the database path says why, and audits it
+        if not os.path.isdir(policy.home):
+            return None
+        return self._register(policy, remote_ip, tls, session)
 
     def _cached_user(self, username, password):
         """Return the user if the cache vouches for this password, else None."""
@@ -134,6 +153,7 @@ class DjangoAuthorizer:
         return policy, None
 
     def _login(self, username, password, remote_ip, tls, session=None):
+        generation = self.logins.generation
         if anonymous.claims(username):
             # No user, no password hash: the "password" is an e-mail address.
             policy = anonymous.build_policy(password)
@@ -159,6 +179,9 @@ class DjangoAuthorizer:
             # TLS is never remembered.
             self.credentials.remember(user, password)
         policy.ensure_home()
+        self.logins.remember(
+            username, user, password, policy, generation, trusted=cached
+        )
         return self._register(policy, remote_ip, tls, session)
 
     def _register(self, policy, remote_ip, tls, session):

@@ -12,7 +12,9 @@ order, for the verdict. ``LoginMixin`` is part of
 import logging
 
 from . import signals
+from .authorizers import LoginOutcome
 from .defender import REFUSAL_MESSAGES, address_key
+from .policy import LoginRefused
 
 logger = logging.getLogger("ftpserver_core.handlers")
 
@@ -319,6 +321,8 @@ class LoginMixin:
             # Used outside servers.build_server(): no pool, log in inline.
             self._login_done(self.authorizer.login(*args))
             return
+        if self._quick_login(args):
+            return
         key = address_key(self.remote_ip)
         in_flight = self.server.logins_in_flight
         cap = self.logins_per_address
@@ -346,6 +350,20 @@ class LoginMixin:
             )
         else:
             self._submit_login(attempt, args)
+
+    def _quick_login(self, args):
+        """Answer a repeat login from memory (logincache.py); False: not here."""
+        if self.defender.login_delay(self.username):
+            return False
+        try:
+            policy = self.authorizer.quick_login(*args)
+        except LoginRefused as refused:
+            self._login_done(LoginOutcome.refused(refused.reason))
+            return True
+        if policy is None:
+            return False
+        self._login_done(LoginOutcome((policy, None)))
+        return True
 
     def _submit_login(self, attempt, args):
         self._login_delayed = None

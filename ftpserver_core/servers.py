@@ -121,6 +121,8 @@ class FTPServer(BaseFTPServer):
             options, self.worker_pool, self.digest_pool, self.state
         )
         self.signal_sender = handler.signal_sender
+        # Repeat logins answered from memory, kept valid by the state thread.
+        self.state.add_participant(handler.authorizer.logins)
         # Logins in progress per address key (ftp_PASS admits, the verdict
         # or the session's end releases).
         self.logins_in_flight = collections.Counter()
