@@ -212,7 +212,9 @@ class FTPServer(BaseFTPServer):
             self.close()
         # Sessions waiting on a worker thread are off the loop's map, and so
         # are data channels held by a bandwidth limit or a quota grant.
-        held = [s.data_channel for s in self.sessions if s.data_channel is not None]
+        # (A closed session has no data_channel attribute left.)
+        held = [getattr(s, "data_channel", None) for s in self.sessions]
+        held = [channel for channel in held if channel is not None]
         channels = list(
             dict.fromkeys([*self.ioloop.socket_map.values(), *held, *self.sessions])
         )
