@@ -325,6 +325,10 @@ class DjangoHandlerMixin(LoginMixin):
         if not self.fs.validpath(os.path.dirname(path) if line else path):
             self.respond("550 Directory is outside the home directory.")
             return
+        # Its name starts with the argument: ".ftpupload-x" would make a file
+        # hidden from listings and from ftpquotascan.
+        if line and self._reserved_name(path):
+            return
         # pyftpdlib creates the file (mkstemp) before it asks whether the
         # session may write it, and removes it then: a read-only session
         # (anonymous FTP) must not create a file even for a moment. Asked of

@@ -258,8 +258,9 @@ class QuotaTracker:
                             )
                         for i, value in enumerate(values):
                             account.changes[i] += value
+                    self._ask_again(requests)
                 raise
-        for account, gen, want in requests:
+        for n, (account, gen, want) in enumerate(requests):
             try:
                 granted = backend.grant_quota(
                     process, account.account_id, account.limits, *want
@@ -269,9 +270,19 @@ class QuotaTracker:
                     usage = backend.quota_usage(account.account_id)
             except Exception:
                 with self._lock:
-                    account.want = True
+                    self._ask_again(requests[n:])
                 raise
             self.server.call_on_loop(self._granted, account, gen, granted, usage)
+
+    @staticmethod
+    def _ask_again(requests):
+        """Ask next round for what a failed round did not ask (the lock is held).
+
+        Paused uploads and held commands wait for a grant: a request lost
+        with the round would leave them waiting until their timeouts.
+        """
+        for account, _gen, _want in requests:
+            account.want = True
 
     def flush(self, state):
         """Write what is left and give every lease back (the server stops)."""

@@ -71,6 +71,9 @@ class Upload:
         self.existed = False  # a regular file was there before
         self.size_before = 0
         self._replaced = (0, 0)  # (bytes, files) an atomic upload replaced
+        self._written = None  # (device, inode, size) of the file written, closed
+        # Written in place, it was deleted, renamed or replaced meanwhile.
+        self._moved = False
         self._target = path
         self._mode = None
         self._file = None
@@ -161,6 +164,8 @@ class Upload:
         self.closed = True
         try:
             self.identity = identity(os.fstat(self._file.fileno()))
+            self._written = self.identity[:3]
+            self._moved = self.quota is not None and not self._at_path()
             self._file.close()
             if self.atomic:
                 if self.quota is not None:
@@ -180,6 +185,9 @@ class Upload:
             return
         self.closed = True
         try:
+            if self.quota is not None and not self.atomic:
+                self._written = identity(os.fstat(self._file.fileno()))[:3]
+                self._moved = not self._at_path()
             self._file.close()
         finally:
             try:
@@ -196,8 +204,8 @@ class Upload:
 
     def _roll_back(self):
         """Remove what a direct upload wrote (the atomic one's temp is gone)."""
-        if self.atomic:
-            return
+        if self.atomic or self._moved:
+            return  # deleted, renamed or replaced meanwhile: not ours to touch
         if self.existed and (self.offset or self.append):
             # Appended or resumed: the file as it was before, in length.
             with open(self.name, "r+b") as file:
@@ -224,8 +232,26 @@ class Upload:
             return self.identity[2] - old_bytes, 1 - old_files
         if self.append and self.existed and not self.roll_back:
             return self.bytes_written, 0
+        if self._moved:
+            # Another session deleted, renamed or replaced the file while it
+            # was written: that command counted the file as it was then, so
+            # the file measured at its path (nothing, or another file) would
+            # free it a second time. What the upload made of it is counted;
+            # a delete meanwhile leaves at most the bytes written after it
+            # counted in excess (ftpquotascan returns them), never too few.
+            return self._written[2] - self.size_before, 1 - int(self.existed)
         now_bytes, now_files = regular_size(self.name, follow=True)
         return now_bytes - self.size_before, now_files - int(self.existed)
+
+    def _at_path(self):
+        """True when the file written is (still) the one at its path."""
+        if self.atomic:
+            return True
+        try:
+            st = os.stat(self.name)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._written[:2]
 
     def _discard(self):
         if not self.atomic:
