@@ -82,13 +82,13 @@ class SharedState:
         # logs in again: its new registration never lands before the end of
         # its previous one.
         self._registering = threading.Lock()
-        self._closing = set()  # ends being written by the thread
+        self._closing = {}  # ends being written by the thread (id -> account)
         self._opened = {}  # session_id -> SessionInfo admitted, to be written
         self._logins = {}  # account_id -> (ip, time) of its last login, to write
         self._address_counts = {}  # address key -> this process's sessions
         self._remote = {}  # address key -> other processes' sessions (last round)
         self._local = {}  # session_id -> SessionInfo of this process's sessions
-        self._closed = set()  # session ids whose end is to be written
+        self._closed = {}  # session id -> account id, whose end is to be written
         self._updates = {}  # session_id -> fields, written next round
         self._kicked = set()
         self._stop = threading.Event()
@@ -160,8 +160,8 @@ class SharedState:
             # A new login on the same connection (USER again): its previous
             # registration's end is written first, here, not after this one.
             stale = info.session_id in self._closed or info.session_id in self._closing
-            self._closed.discard(info.session_id)
-            self._closing.discard(info.session_id)
+            self._closed.pop(info.session_id, None)
+            self._closing.pop(info.session_id, None)
         if stale:
             with self._registering:
                 self.backend.close_sessions(process, [info.session_id])
@@ -202,7 +202,9 @@ class SharedState:
         """Return the account's live sessions everywhere, this process's unwritten too."""
         with self._lock:
             unwritten = sum(i.account_id == account_id for i in self._opened.values())
-        return self.backend.count_sessions(account_id) + unwritten
+            ending = [*self._closed.values(), *self._closing.values()]
+        ended = sum(account == account_id for account in ending)
+        return self.backend.count_sessions(account_id) + unwritten - ended
 
     # --- from the loop
 
@@ -222,7 +224,7 @@ class SharedState:
             if self._opened.pop(session_id, None) is not None:
                 return  # never written: nothing to remove
             if self.backend.shared:
-                self._closed.add(session_id)
+                self._closed[session_id] = info.account_id
                 return
         # Memory: a dictionary under a lock, nothing to wait for.
         self.backend.close_sessions(self.process, [session_id])
@@ -292,22 +294,22 @@ class SharedState:
             self.backend.expire(LOST_RETENTION)
             self._last_expire = now
         with self._lock:
-            self._closing, self._closed = self._closed, set()
+            self._closing, self._closed = self._closed, {}
         if self._closing:
             with self._registering:
                 with self._lock:
                     # Less what a new login on the connection took over.
-                    closed = set(self._closing)
+                    closed = dict(self._closing)
                 try:
                     self.backend.close_sessions(process, closed)
                 except Exception:
                     with self._lock:
-                        self._closed |= closed
-                        self._closing = set()
+                        self._closed = {**closed, **self._closed}
+                        self._closing = {}
                     raise
             with self._lock:
-                self._closing = set()
-            self._kicked -= closed
+                self._closing = {}
+            self._kicked.difference_update(closed)
         with self._lock:
             opened, self._opened = self._opened, {}
             logins, self._logins = self._logins, {}
