@@ -115,7 +115,7 @@ class SharedState:
             self._thread.join(timeout)
 
     def wake(self):
-        """Run the next round now (from any thread; a pushing backend ignores it)."""
+        """Run the next round now (from any thread)."""
         self._wake.set()
 
     def add_participant(self, participant):
@@ -157,14 +157,21 @@ class SharedState:
             self._admit(info, max_per_address)
             return
         with self._lock:
-            # A new login on the same connection (USER again): its previous
-            # registration's end is written first, here, not after this one.
-            stale = info.session_id in self._closed or info.session_id in self._closing
-            self._closed.pop(info.session_id, None)
-            self._closing.pop(info.session_id, None)
-        if stale:
+            # Sessions of this process that ended and whose end the thread
+            # has not written yet must not count against this login: their
+            # ends are written first, here (and so is the previous login of
+            # this very connection, at a USER again, before this one).
+            ended = [*self._closed, *self._closing]
+            self._closed.clear()
+            self._closing.clear()
+        if ended:
             with self._registering:
-                self.backend.close_sessions(process, [info.session_id])
+                try:
+                    self.backend.close_sessions(process, ended)
+                except Exception:
+                    with self._lock:
+                        self._closed.update(dict.fromkeys(ended))
+                    raise
                 self.backend.open_session(process, info, **limits)
         else:
             self.backend.open_session(process, info, **limits)
@@ -244,13 +251,25 @@ class SharedState:
             self.round()
             spent = time.monotonic() - started
             if not self._stop.is_set():
-                timeout = max(0.05, self.poll_interval - spent)
-                if self.backend.pushes:
-                    self.backend.wait(timeout)
-                else:
-                    self._wake.wait(timeout)
-                    self._wake.clear()
+                self._sleep(max(0.05, self.poll_interval - spent))
         self._finish()
+
+    # Slices of a pushing backend's wait: a local wake() (a ban to write, a
+    # quota grant to ask for) is seen within one.
+    WAKE_SLICE = 0.05
+
+    def _sleep(self, timeout):
+        """Wait for the next round: ``timeout``, a push, or a local wake()."""
+        if not self.backend.pushes:
+            self._wake.wait(timeout)
+            self._wake.clear()
+            return
+        deadline = time.monotonic() + timeout
+        while not (self._wake.is_set() or self._stop.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.backend.wait(min(self.WAKE_SLICE, left)):
+                break
+        self._wake.clear()
 
     def round(self):
         """Do one round's work (the thread's; tests call it directly)."""

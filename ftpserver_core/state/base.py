@@ -160,7 +160,7 @@ class StateBackend:
     # --- waiting
 
     def wait(self, timeout):
-        """Sleep up to ``timeout`` seconds, less when a change is pushed."""
+        """Sleep up to ``timeout`` seconds, less when a change is pushed (then True)."""
         raise NotImplementedError
 
     def close(self):

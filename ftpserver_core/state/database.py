@@ -301,18 +301,19 @@ class DatabaseBackend(StateBackend):
     def wait(self, timeout):
         if not self.pushes:
             _sleep(timeout)
-            return
+            return False
         try:
             if self._listener is None:
                 self._listener = self._listen()
             for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                break
+                return True
         except Exception as exc:
             # Polling still works: the push only makes it sooner.
             logger.info("LISTEN/NOTIFY unavailable (%s); polling instead.", exc)
             self.close()
             self._listen_failed = True
             _sleep(timeout)
+        return False
 
     def _listen(self):
         import psycopg

@@ -259,8 +259,9 @@ class MemoryBackend(StateBackend):
     # --- waiting
 
     def wait(self, timeout):
-        self._wake.wait(timeout)
+        woken = self._wake.wait(timeout)
         self._wake.clear()
+        return woken
 
 
 def _key(account):
