@@ -7,11 +7,12 @@ The next login with the same password is then answered on the IO loop at
 once, when all of this holds:
 
 - the state thread has validated the cache within the last few rounds: each
-  round it drops everything when any account, group, home directory or
-  directory rule changed anywhere (their ``changed_at``/``updated_at`` and
-  counts), and drops the entry of a user whose password or ``is_active``
-  changed; while the database does not answer, no login is answered from
-  memory;
+  round it rebuilds, in two queries, the policy of every account in the
+  cache from the database (account, user, group, home, rules) and drops
+  each entry whose policy, password or ``is_active`` is no longer what it
+  holds, however the change was made (a form, ``update()``, raw SQL);
+  entries unused for ``IDLE`` seconds are dropped rather than validated;
+  while the database does not answer, no login is answered from memory;
 - the policy lets the login in now (enabled, not expired, TLS, networks);
 - the account has no session limit (whose check needs the database) and the
   per-address limit admits it from memory.
@@ -36,6 +37,8 @@ from .policy import password_stamp
 # Rounds of the state thread a validation stays good for: past it (the
 # database is slow or down) logins go to the database again.
 FRESH_ROUNDS = 3
+# Seconds an entry may go unused before it is dropped (not validated again).
+IDLE = 60.0
 
 
 @dataclass(slots=True)
@@ -45,6 +48,7 @@ class _Entry:
     digest: bytes
     policy: object
     verified_at: float
+    used_at: float
 
 
 class LoginCache:
@@ -56,7 +60,6 @@ class LoginCache:
         self._entries = {}
         self._lock = threading.Lock()
         self._validated_at = None
-        self._stamp = None
         # Bumped at every clear: a login that loaded its policy before a
         # clear must not store it after (it may be what changed).
         self.generation = 0
@@ -83,6 +86,7 @@ class LoginCache:
             digest=self._digest(user.pk, stamp, password),
             policy=policy,
             verified_at=time.monotonic(),
+            used_at=time.monotonic(),
         )
         with self._lock:
             if generation != self.generation:
@@ -115,6 +119,7 @@ class LoginCache:
             entry.digest, self._digest(entry.user_id, entry.stamp, password)
         ):
             return None
+        entry.used_at = now
         return entry.policy
 
     def forget(self, username):
@@ -129,47 +134,69 @@ class LoginCache:
     # --- the state thread (a participant)
 
     def sync(self, state=None):
-        """Drop what changed in the database; mark the cache validated."""
-        stamp = _global_stamp()
-        if stamp != self._stamp:
-            self.clear()
-            self._stamp = stamp
-        with self._lock:
-            users = {entry.user_id for entry in self._entries.values()}
-        if users:
-            self._drop_changed_users(users)
-        self._validated_at = time.monotonic()
-
-    def _drop_changed_users(self, users):
-        from django.contrib.auth import get_user_model
-
-        user_model = get_user_model()
-        fields = {f.name for f in user_model._meta.concrete_fields}
-        columns = ["pk", "password"] + (["is_active"] if "is_active" in fields else [])
-        rows = user_model._default_manager.filter(pk__in=users).values_list(*columns)
-        current = {}
-        for row in rows:
-            active = row[2] if len(row) > 2 else True
-            current[row[0]] = password_stamp(row[1]) if active else None
+        """Drop entries the database no longer agrees with; mark the cache validated."""
+        now = time.monotonic()
         with self._lock:
             for username, entry in list(self._entries.items()):
-                if current.get(entry.user_id) != entry.stamp:
+                if now - entry.used_at > IDLE:
                     del self._entries[username]
+            cached = {entry.user_id: entry.policy for entry in self._entries.values()}
+            generation = self.generation
+        current = _current_policies(cached) if cached else {}
+        with self._lock:
+            if generation == self.generation:
+                for username, entry in list(self._entries.items()):
+                    if current.get(entry.user_id) != entry.policy:
+                        del self._entries[username]
+        self._validated_at = now
 
 
-def _global_stamp():
-    """Counts and newest changes of the tables a policy is built from."""
-    from django.db.models import Count, Max
+def _current_policies(cached):
+    """Rebuild the policies of ``cached`` users' accounts from the database.
 
-    from .models import DirectoryRule, FTPUserAccount, FTPUserGroup, HomeDirectory
+    Two queries whatever their number. A user whose account is gone,
+    disabled as a Django user, or whose home is now refused maps to None.
+    """
+    import dataclasses
 
-    stamp = []
-    for model, field in (
-        (FTPUserAccount, "updated_at"),
-        (FTPUserGroup, "changed_at"),
-        (HomeDirectory, "changed_at"),
-        (DirectoryRule, "changed_at"),
-    ):
-        row = model.objects.aggregate(n=Count("pk"), last=Max(field))
-        stamp.append((row["n"], row["last"]))
-    return tuple(stamp)
+    from django.db.models import Q
+
+    from .models import DirectoryRule, FTPUserAccount
+    from .policy import LoginRefused, resolve_policy
+
+    accounts = list(
+        FTPUserAccount.objects.select_related(
+            "user", "group__home_directory", "home_directory"
+        ).filter(user_id__in=list(cached))
+    )
+    owners = Q(account__in=[a.pk for a in accounts])
+    groups = {a.group_id for a in accounts if a.group_id}
+    homes = {a.home_directory_id for a in accounts if a.home_directory_id}
+    homes |= {a.group.home_directory_id for a in accounts if a.group_id}
+    homes.discard(None)
+    if groups:
+        owners |= Q(group__in=groups)
+    if homes:
+        owners |= Q(home_directory__in=homes)
+    rules = list(DirectoryRule.objects.filter(owners)) if accounts else []
+    current = {}
+    for account in accounts:
+        if not getattr(account.user, "is_active", True):
+            continue
+        group = account.group
+        home_dir = account.home_directory or (group.home_directory if group else None)
+        own = [
+            rule
+            for rule in rules
+            if rule.account_id == account.pk
+            or (group is not None and rule.group_id == group.pk)
+            or (home_dir is not None and rule.home_directory_id == home_dir.pk)
+        ]
+        try:
+            policy = resolve_policy(account, own)
+        except LoginRefused:
+            continue
+        current[account.user_id] = dataclasses.replace(
+            policy, password_stamp=password_stamp(account.user.password)
+        )
+    return current

@@ -12,6 +12,7 @@ import pytest
 
 from ftpserver_core.models import PERMISSION_LETTERS, DirectoryRule, FTPUserAccount
 from tests.conftest import PASSWORD
+from tests.test_authorizers import wait_until_validated
 
 ALL = PERMISSION_LETTERS
 DENIED = "550 Not enough privileges."
@@ -486,6 +487,7 @@ def test_granting_affects_only_new_sessions(live_ftp, make_account):
     old = live_ftp.client("alice")
     FTPUserAccount.objects.filter(pk=account.pk).update(permission="elrw")
     assert _upload(old, "old.txt") == DENIED
+    wait_until_validated(live_ftp)  # see test_revoking_affects_only_new_sessions
     new = live_ftp.client("alice")
     assert _upload(new, "new.txt").startswith("226")
     # The old session still has its permissions from login.
@@ -501,6 +503,9 @@ def test_revoking_affects_only_new_sessions(live_ftp, make_account):
     old = live_ftp.client("alice")
     account.permission = "elr"
     account.save()
+    # Applies to logins once a round of the state thread has seen it (a
+    # repeat login is answered from memory until then: logincache.py).
+    wait_until_validated(live_ftp)
     new = live_ftp.client("alice")
     assert _upload(new, "new.txt") == DENIED
     assert _upload(old, "old.txt").startswith("226")
@@ -514,6 +519,7 @@ def test_rule_changes_affect_only_new_sessions(live_ftp, incoming_home):
     old = live_ftp.client("alice")
     DirectoryRule.objects.create(account=account, path="incoming", permission="elrw")
     assert _upload(old, "/incoming/old.txt") == DENIED
+    wait_until_validated(live_ftp)  # see test_revoking_affects_only_new_sessions
     new = live_ftp.client("alice")
     assert _upload(new, "/incoming/new.txt").startswith("226")
     old.quit()
@@ -529,6 +535,7 @@ def test_reinitialized_login_reads_permissions_again(live_ftp, make_account):
     ftp = live_ftp.client("alice")
     assert _upload(ftp, "a.txt") == DENIED
     FTPUserAccount.objects.filter(pk=account.pk).update(permission="elrw")
+    wait_until_validated(live_ftp)  # see test_revoking_affects_only_new_sessions
     ftp.login("alice", PASSWORD)
     assert _upload(ftp, "a.txt").startswith("226")
     ftp.quit()

@@ -437,9 +437,6 @@ class HomeDirectory(models.Model):
         help_text=_("Create the directory when it is missing at login."),
     )
     description = models.TextField(_("description"), blank=True)
-    # Stamped at every save: servers drop the logins they cached when any
-    # account, group, home or rule changed (ftpserver_core/logincache.py).
-    changed_at = models.DateTimeField(_("changed"), auto_now=True, null=True)
 
     class Meta:
         verbose_name = _("home directory")
@@ -470,9 +467,6 @@ class FTPUserGroup(AccessLimits):
         verbose_name=_("home directory"),
     )
     description = models.TextField(_("description"), blank=True)
-    # Stamped at every save: servers drop the logins they cached when any
-    # account, group, home or rule changed (ftpserver_core/logincache.py).
-    changed_at = models.DateTimeField(_("changed"), auto_now=True, null=True)
 
     class Meta:
         verbose_name = _("FTP group")
@@ -596,9 +590,6 @@ class DirectoryRule(models.Model):
             "covers the directory and the files directly in it."
         ),
     )
-    # Stamped at every save: servers drop the logins they cached when any
-    # account, group, home or rule changed (ftpserver_core/logincache.py).
-    changed_at = models.DateTimeField(_("changed"), auto_now=True, null=True)
 
     class Meta:
         verbose_name = _("directory rule")
