@@ -24,6 +24,7 @@ from ftpserver_core.models import (
 from ftpserver_core.policy import LoginRefused, resolve_policy
 
 from .conftest import PASSWORD
+from .test_authorizers import wait_until_validated
 
 User = get_user_model()
 CHANGELIST = reverse("admin:ftpserver_core_ftpuseraccount_changelist")
@@ -796,6 +797,8 @@ def test_disabled_account_cannot_log_in(admin_client, world, ftp_server):
     server = ftp_server()
     assert ftp_login(server, "alice").startswith("230")
     act(admin_client, "disable_accounts", [alice])
+    # Repeat logins answered from memory see it at the next round.
+    wait_until_validated(server)
     assert ftp_login(server, "alice").startswith("530")
     act(admin_client, "enable_accounts", [alice])
     assert ftp_login(server, "alice").startswith("230")

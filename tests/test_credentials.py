@@ -10,6 +10,7 @@ from django.test import override_settings
 from ftpserver_core.models import FTPUserAccount
 
 from .conftest import PASSWORD
+from .test_authorizers import wait_until_validated
 
 
 class CountingHasher(MD5PasswordHasher):
@@ -72,13 +73,16 @@ def test_wrong_password_is_never_served_from_the_cache(
     assert counting.verified == 2  # the good one once, the bad one once
 
 
-def test_password_change_invalidates_at_once(ftp_server, make_account, counting):
+def test_password_change_invalidates_within_a_round(ftp_server, make_account, counting):
+    """The repeat logins answered from memory (logincache.py) see the change
+    at the state thread's next round."""
     account = make_account("alice")
     live = ftp_server()
     login(live, "alice")
     user = account.user
     user.set_password("a-new-password")
     user.save()
+    wait_until_validated(live)
     with pytest.raises(ftplib.error_perm, match="530"):
         login(live, "alice")
     login(live, "alice", "a-new-password")
@@ -98,6 +102,7 @@ def test_disabled_or_expired_account_refused_despite_cache(
     live = ftp_server()
     login(live, "alice")
     FTPUserAccount.objects.filter(pk=account.pk).update(**change)
+    wait_until_validated(live)  # see test_password_change_invalidates_within_a_round
     with pytest.raises(ftplib.error_perm, match="530"):
         login(live, "alice")
     assert recorder.wait_for("ftp_login_failed")[-1]["reason"] == reason
@@ -112,6 +117,7 @@ def test_inactive_user_refused_despite_cache(
     login(live, "alice")
     account.user.is_active = False
     account.user.save()
+    wait_until_validated(live)  # see test_password_change_invalidates_within_a_round
     with pytest.raises(ftplib.error_perm, match="530"):
         login(live, "alice")
     assert recorder.wait_for("ftp_login_failed")[-1]["reason"] == "inactive_user"
