@@ -17,9 +17,10 @@ once, when all of this holds:
 - the account has no session limit (whose check needs the database) and the
   per-address limit admits it from memory.
 
-So an admin's change applies to logins within about a round (a second), not
-only "at the next login"; sessions already open are ended by the state
-layer as before. Only users verified by ModelBackend are cached (an LDAP
+A save or a delete made in this process (model signals) clears the cache at
+once; a change made elsewhere (the admin of another process, ``update()``,
+raw SQL) applies to logins within about a round (a second). Sessions
+already open are ended by the state layer as before. Only users verified by ModelBackend are cached (an LDAP
 backend is asked every time).
 """
 
@@ -28,6 +29,7 @@ import hmac
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from .conf import settings
@@ -51,6 +53,18 @@ class _Entry:
     used_at: float
 
 
+# The caches of this process's servers: a save or a delete made in this
+# process (the admin of an embedded server, a management command, a test)
+# clears them at once instead of at the next round.
+_caches = weakref.WeakSet()
+
+
+def clear_all():
+    """Forget every login cached by this process's servers."""
+    for cache in list(_caches):
+        cache.clear()
+
+
 class LoginCache:
     """Per-server cache of verified logins, kept valid by the state thread."""
 
@@ -63,6 +77,7 @@ class LoginCache:
         # Bumped at every clear: a login that loaded its policy before a
         # clear must not store it after (it may be what changed).
         self.generation = 0
+        _caches.add(self)
         self.poll_interval = settings.STATE_POLL_INTERVAL
 
     def _digest(self, user_id, stamp, password):

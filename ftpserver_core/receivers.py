@@ -8,12 +8,18 @@ signals run beside them.
 """
 
 from django.contrib.auth import get_user_model
-from django.db.models.signals import post_save, pre_delete, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.utils import timezone
 
 from . import audit, signals
 from .conf import settings
-from .models import AuditEvent, FTPUserAccount
+from .models import (
+    AuditEvent,
+    DirectoryRule,
+    FTPUserAccount,
+    FTPUserGroup,
+    HomeDirectory,
+)
 
 Event = AuditEvent.Event
 
@@ -250,6 +256,13 @@ def _user_deleted(sender, instance, **kwargs):
     end_sessions("account_deleted", account__user_id=instance.pk)
 
 
+def _policy_changed(sender, **kwargs):
+    # Another process sees the change at its state thread's next round.
+    from .logincache import clear_all
+
+    clear_all()
+
+
 def connect():
     """Connect the built-in receivers (idempotent)."""
     for signal, receiver in RECEIVERS.items():
@@ -261,3 +274,13 @@ def connect():
     pre_save.connect(_user_saving, sender=user_model, dispatch_uid=uid)
     post_save.connect(_user_saved, sender=user_model, dispatch_uid=uid)
     pre_delete.connect(_user_deleted, sender=user_model, dispatch_uid=uid)
+    uid = "ftpserver_core.logincache"
+    for model in (
+        user_model,
+        FTPUserAccount,
+        FTPUserGroup,
+        HomeDirectory,
+        DirectoryRule,
+    ):
+        post_save.connect(_policy_changed, sender=model, dispatch_uid=uid)
+        post_delete.connect(_policy_changed, sender=model, dispatch_uid=uid)

@@ -150,3 +150,17 @@ def test_the_cache_is_off_with_the_credential_cache(
     before = query_counter.count()
     live.client("alice").quit()
     assert query_counter.count() > before
+
+
+def test_a_save_in_this_process_applies_at_once(live_ftp, make_account):
+    """Model signals clear this process's caches; other processes see the
+    change at their next round."""
+    account = make_account("alice")
+    wait_until_validated(live_ftp)
+    live_ftp.client("alice").quit()
+    assert logins(live_ftp).lookup("alice", PASSWORD) is not None
+    account.is_enabled = False
+    account.save()
+    assert logins(live_ftp).lookup("alice", PASSWORD) is None
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        live_ftp.client("alice")
