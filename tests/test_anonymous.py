@@ -23,19 +23,10 @@ from .conftest import PASSWORD
 from .processes import command_env
 from .test_commands import ftpserver_cmd, settings_module  # noqa: F401  (fixture)
 from .test_prefork import children, connection_count
+from .test_state import wait_for
 
 README = b"Public files, read-only.\n"
 GUIDE = os.urandom(300_000)
-
-
-def wait_for(predicate, timeout=20, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def login(server, username="anonymous", password="guest@example.org", source=None):  # noqa: S107
