@@ -23,7 +23,7 @@ from .conftest import PASSWORD
 from .processes import command_env
 from .test_commands import ftpserver_cmd, settings_module  # noqa: F401  (fixture)
 from .test_prefork import children, connection_count
-from .test_state import wait_for
+from .test_state import try_login, wait_for
 
 README = b"Public files, read-only.\n"
 GUIDE = os.urandom(300_000)
@@ -31,14 +31,7 @@ GUIDE = os.urandom(300_000)
 
 def login(server, username="anonymous", password="guest@example.org", source=None):  # noqa: S107
     """Return the logged-in client, or the reply of a refused login."""
-    ftp = ftplib.FTP(timeout=20, source_address=source)
-    ftp.connect(server.host, server.port)
-    try:
-        ftp.login(username, password)
-    except ftplib.error_perm as exc:
-        ftp.close()
-        return str(exc)
-    return ftp
+    return try_login(server, username, source=source, password=password)
 
 
 def failure_reason(username="anonymous"):

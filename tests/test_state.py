@@ -31,12 +31,12 @@ def wait_for(predicate, timeout=20, interval=0.05):
     raise AssertionError("condition not met in time")
 
 
-def try_login(server, username="alice", source=None):
+def try_login(server, username="alice", source=None, password=PASSWORD):
     """Return the logged-in client, or the 530 reply of a refused login."""
     ftp = ftplib.FTP(timeout=20, source_address=source)
     ftp.connect(server.host, server.port)
     try:
-        ftp.login(username, PASSWORD)
+        ftp.login(username, password)
     except ftplib.error_perm as exc:
         ftp.close()
         return str(exc)

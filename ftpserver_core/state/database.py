@@ -15,6 +15,7 @@ its session in well under the poll interval; elsewhere it is polled.
 
 import datetime
 import logging
+import time
 import zlib
 
 from django.db import IntegrityError, connection, transaction
@@ -333,9 +334,7 @@ class DatabaseBackend(StateBackend):
 
 
 def _sleep(timeout):
-    import threading
-
-    threading.Event().wait(timeout)
+    time.sleep(timeout)
 
 
 def _lock_key(text):
