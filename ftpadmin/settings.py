@@ -7,6 +7,11 @@
 - ``SECRET_KEY``: default: generated once and kept in the data directory.
 - ``DEBUG``: ``1``/``true`` turns it on (default off).
 - ``ALLOWED_HOSTS``: comma-separated (default ``localhost,127.0.0.1,[::1]``).
+- ``STATIC_ROOT``: where the admin's static files are collected (default:
+  ``static`` in the data directory).
+- ``FTPADMIN_ROLE``: ``ftp`` loads only the FTP server's apps (no admin, no
+  web stack); ``all`` (the default) every app. The ``ftpadmin`` script and
+  manage.py set it: ``ftp`` for ``ftpserver``, ``all`` for other commands.
 - ``FTPSERVER_*``: any FTP server setting, e.g. ``FTPSERVER_PORT=21``;
   ``FTPSERVER_PASSIVE_PORTS=30000-30100``.
 """
@@ -16,6 +21,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from ftpserver_core.conf import DEFAULTS as FTP_DEFAULTS
 
@@ -52,21 +58,43 @@ ALLOWED_HOSTS = [
     if h.strip()
 ]
 
-INSTALLED_APPS = [
-    "ftpadmin",
+# Which apps this process loads (FTPADMIN_ROLE, see ftpadmin/__main__.py):
+# "ftp" for the FTP server, which needs only its models and their relations;
+# the admin's autodiscovery would import the whole web stack (import-export,
+# tablib, openpyxl, django-filter: some 400 modules and 20 MB per process).
+ROLE = os.environ.get("FTPADMIN_ROLE", "").strip().lower() or "all"
+if ROLE not in ("all", "ftp"):
+    raise ImproperlyConfigured(
+        f"FTPADMIN_ROLE = {os.environ['FTPADMIN_ROLE']!r}: expected 'ftp' (the "
+        "FTP server's apps only) or 'all' (every app: the admin, migrate)."
+    )
+FTP_APPS = [
     "ftpserver_core",
-    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "import_export",
-    "django_filters",
 ]
+INSTALLED_APPS = (
+    FTP_APPS
+    if ROLE == "ftp"
+    else [
+        "ftpadmin",
+        "ftpserver_core",
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+        "django.contrib.staticfiles",
+        "import_export",
+        "django_filters",
+    ]
+)
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (the admin's CSS and scripts) under ``ftpadmin web``
+    # with DEBUG off, before sessions are loaded for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -75,7 +103,12 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "ftpadmin.urls"
+# Not in the FTP role: the URL checks every command runs would import the
+# URLconf, and with it the admin; the auth app's checks import every
+# middleware (WhiteNoise, sessions, messages), none of which it serves.
+ROOT_URLCONF = None if ROLE == "ftp" else "ftpadmin.urls"
+if ROLE == "ftp":
+    MIDDLEWARE = []
 WSGI_APPLICATION = "ftpadmin.wsgi.application"
 
 TEMPLATES = [
@@ -120,7 +153,15 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+# Where ``collectstatic`` (run by ``ftpadmin web`` at start) copies the static
+# files. The Docker image keeps them in the image, outside the data volume.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or DATA_DIR / "static")
+try:
+    # WhiteNoise warns at every start of a missing one (quickstart serves the
+    # static files without collecting them).
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass  # a read-only one is collected already, or ``ftpadmin web`` says so
 
 LOGGING = {
     "version": 1,
