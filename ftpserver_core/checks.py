@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from django.conf import settings as django_settings
 from django.core import checks
 
-from . import anonymous
+from . import anonymous, scaleout
 from .conf import settings
 from .models import validate_path_template, validate_permission
 from .models.accounts import home_root_problem
@@ -44,6 +44,12 @@ ERROR_IDS = {
     "HOME_ROOTS": "ftpserver_core.E014",
     "USER": "ftpserver_core.E015",
     "GROUP": "ftpserver_core.E015",
+    "LISTENERS": "ftpserver_core.E065",
+    "PROXY_TRUSTED": "ftpserver_core.E066",
+    "PROXY_TIMEOUT": "ftpserver_core.E067",
+    "METRICS_ADDRESS": "ftpserver_core.E055",
+    "LOG_FORMAT": "ftpserver_core.E057",
+    "HEALTH_MAX_AUDIT_LAG": "ftpserver_core.E058",
 }
 
 
@@ -57,7 +63,8 @@ def _option_error(exc):
     return checks.Error(
         f"FTPSERVER_{exc.name}: {exc.message}",
         hint=f"Fix FTPSERVER_{exc.name} in your settings.",
-        id=ERROR_IDS.get(exc.name, "ftpserver_core.E000"),
+        # LISTENERS[2] is reported under LISTENERS' id.
+        id=ERROR_IDS.get(exc.name.partition("[")[0], "ftpserver_core.E000"),
     )
 
 
@@ -338,3 +345,25 @@ def check_journal(app_configs, **kwargs):
 # the database where the FTP server runs.
 checks.register("ftpserver")(anonymous.check_settings)
 checks.register(DEPLOY_TAG, deploy=True)(anonymous.check_deploy)
+
+# Other nodes' passive ports (E060, W060): a database check, run by the
+# ``ftpserver`` command with its own options, or by ``check --deploy
+# --database default``.
+checks.register(DEPLOY_TAG, scaleout.TAG, deploy=True)(scaleout.check_passive_ports)
+
+
+@checks.register("ftpserver")
+def check_metrics_client(app_configs, **kwargs):
+    """FTPSERVER_METRICS_ADDRESS needs prometheus-client installed."""
+    from . import metrics
+
+    if not settings.METRICS_ADDRESS or metrics.available():
+        return []
+    return [
+        checks.Error(
+            f"FTPSERVER_METRICS_ADDRESS = {settings.METRICS_ADDRESS!r}: "
+            f"{metrics.MISSING}",
+            hint="Install the extra, or set FTPSERVER_METRICS_ADDRESS = None.",
+            id="ftpserver_core.E056",
+        )
+    ]

@@ -14,6 +14,15 @@ DEFAULTS = {
     # Address the ``ftpserver`` command listens on when none is given.
     "HOST": "127.0.0.1",
     "PORT": 2121,
+    # Several listeners, each with its own TLS and PROXY protocol mode (see
+    # ftpserver_core.listeners): e.g. ["0.0.0.0:21", "0.0.0.0:990,tls=implicit",
+    # "10.0.0.5:2121,proxy=required"]. None: one listener on HOST:PORT.
+    "LISTENERS": None,
+    # The networks of the load balancers allowed to send a PROXY protocol
+    # header (listeners with proxy=optional|required), e.g. ["10.0.0.0/8"].
+    "PROXY_TRUSTED": (),
+    # Seconds a trusted proxy has to send the header of a connection.
+    "PROXY_TIMEOUT": 5.0,
     # Passive data ports: None (kernel picks), "30000-30100", "12345,30000-30100"
     # or an iterable of ints.
     "PASSIVE_PORTS": None,
@@ -224,6 +233,18 @@ DEFAULTS = {
     # run one statement (PostgreSQL connect_timeout and statement_timeout,
     # SQLite's busy timeout), when the DATABASES OPTIONS set none.
     "DATABASE_TIMEOUT": 5.0,
+    # --- observability (ftpserver_core/metrics, ftpserver_core/logs.py)
+    # "HOST:PORT" of the HTTP endpoint serving Prometheus metrics at
+    # /metrics and a load balancer's health check at /health (None: off).
+    # Needs prometheus-client (django-ftpserver-suite[metrics]). It has no
+    # authentication: bind it to a monitoring network, not the Internet.
+    "METRICS_ADDRESS": None,
+    # Seconds the oldest audit record may wait for the database before
+    # /health answers 503 (the journal keeps it safe; the node is unhealthy).
+    "HEALTH_MAX_AUDIT_LAG": 60,
+    # The FTP process's log lines: "text" (as configured in LOGGING) or
+    # "json" (one JSON object per line, for log shippers).
+    "LOG_FORMAT": "text",
 }
 
 

@@ -23,7 +23,7 @@ from pyftpdlib.handlers.ftp.data import DTPHandler
 from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
 from pyftpdlib.ioloop import _ERRNOS_DISCONNECTED, _ERRNOS_RETRY, AsyncChat, timer
 
-from . import digests, tls
+from . import digests, proxyprotocol, tls
 
 logger = logging.getLogger("pyftpdlib")
 
@@ -422,6 +422,42 @@ class PassiveListener(PassiveDTP):
         session. Here that connection is closed and logged, no reply, and the
         listener goes on waiting for the session's own.
         """
+        cmd = self.cmd_channel
+        mode = getattr(cmd, "proxy_protocol", "off")
+        if mode != "off":
+            # Behind the load balancer the data connection comes from it
+            # too, with the client's address in its PROXY header: the
+            # address check below needs the client's.
+            if proxyprotocol.trusted(addr[0], cmd.proxy_trusted):
+                proxyprotocol.HeaderReader(
+                    sock,
+                    self.ioloop,
+                    cmd.proxy_timeout,
+                    lambda s, source: self._accept_proxied(s, source or addr),
+                    lambda s, why: self._refuse_proxied(s, addr, why),
+                )
+                return
+            if mode == "required":
+                self._refuse_proxied(
+                    sock, addr, "not a trusted proxy of the session's listener"
+                )
+                return
+        self._accept_data(sock, addr)
+
+    def _accept_proxied(self, sock, addr):
+        if self._closed:  # taken by another connection, or timed out
+            sock.close()
+            return
+        self._accept_data(sock, addr)
+
+    def _refuse_proxied(self, sock, addr, why):
+        sock.close()
+        self.cmd_channel.log(
+            f"Refused data connection from {addr[0]}:{addr[1]}: {why}.",
+            logfun=logger.warning,
+        )
+
+    def _accept_data(self, sock, addr):
         cmd = self.cmd_channel
         if (
             cmd.connected

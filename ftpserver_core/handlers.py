@@ -769,6 +769,49 @@ if tls.available:
         dtp_handler = TLSDataChannel
         proto_cmds = {**TLS_FTPHandler.proto_cmds, **EXTRA_COMMANDS}
 
+        # Implicit FTPS (a listener with tls=implicit, "port 990"): TLS
+        # from the first byte, the 220 inside it. pyftpdlib has only the
+        # explicit kind (AUTH TLS; its issue #160).
+        implicit_tls = False
+
+        def handle(self):
+            if self.implicit_tls and not self._ssl_established:
+                self.secure_connection(self.ssl_context)
+                if self._ssl_accepting and self.login_grace:
+                    # A client that never ends its handshake holds a
+                    # connection slot: as long as one that never logs in.
+                    self._grace = self.ioloop.call_later(
+                        self.login_grace,
+                        self._handshake_expired,
+                        _errback=self.handle_error,
+                    )
+                return
+            super().handle()
+
+        def _handshake_expired(self):
+            # No reply: nothing can be said to a client mid-handshake.
+            self._grace = None
+            if self._closed or self._ssl_established:
+                return
+            self._refused = self._defender_told = True
+            self.send_signal(signals.ftp_connection_refused, reason="login_timeout")
+            self.close()
+
+        def handle_ssl_established(self):
+            super().handle_ssl_established()
+            if self.implicit_tls and not self._greeted:
+                self._greeted = True
+                # Admission (bans, limits) and the 220, now encrypted.
+                self._grace_cancel()
+                self.handle()
+
+        _greeted = False
+
+        def _grace_cancel(self):
+            grace, self._grace = self._grace, None
+            if grace is not None and not grace.cancelled:
+                grace.cancel()
+
         def ftp_AUTH(self, line):
             # Plain text sent behind AUTH TLS in the same packet would be run
             # as if it came through TLS (the STARTTLS injection of

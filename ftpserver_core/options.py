@@ -131,6 +131,36 @@ def parse_upload_mode(value):
     return value
 
 
+def parse_metrics_address(value):
+    """Return the metrics endpoint's (host, port), or None (off)."""
+    if value is None or value == "":
+        return None
+    try:
+        return parse_address(value, "127.0.0.1")
+    except OptionError as exc:
+        message = exc.message
+        if exc.name == "ADDRESS":
+            message = (
+                f"{value!r} is not a valid address; expected HOST:PORT, PORT "
+                "or [IPv6]:PORT, or None (off)."
+            )
+        raise OptionError("METRICS_ADDRESS", message) from None
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def parse_log_format(value):
+    """Return ``value`` if it is a log format."""
+    if value not in LOG_FORMATS:
+        raise OptionError(
+            "LOG_FORMAT",
+            f"{value!r} is not a log format; expected one of "
+            f"{', '.join(map(repr, LOG_FORMATS))}.",
+        )
+    return value
+
+
 def parse_masquerade(value):
     """Return the IPv4 address announced in PASV replies, or None."""
     if not value:
@@ -263,6 +293,12 @@ class ServerOptions:
     login_timeout: float
     shutdown_timeout: float
     database_timeout: float
+    # Observability (ftpserver_core.metrics, ftpserver_core.logs).
+    metrics_address: tuple | None
+    health_max_audit_lag: float
+    log_format: str
+    listeners: tuple = ()
+    proxy_timeout: float = 5.0
 
     @property
     def tls(self):
@@ -391,7 +427,20 @@ class ServerOptions:
                 lambda v, n=name: _positive(n.upper(), v, number=float),
                 raw[name],
             )
+        check(
+            "proxy_timeout",
+            lambda v: _positive("PROXY_TIMEOUT", v, number=float),
+            raw["proxy_timeout"],
+        )
+        _collect_listeners(raw, overrides, values, errors)
         check("upload_mode", parse_upload_mode, raw["upload_mode"])
+        check("metrics_address", parse_metrics_address, raw["metrics_address"])
+        check(
+            "health_max_audit_lag",
+            lambda v: _positive("HEALTH_MAX_AUDIT_LAG", v, number=float),
+            raw["health_max_audit_lag"],
+        )
+        check("log_format", parse_log_format, raw["log_format"])
         values["digests"] = bool(raw["digests"])
         values["passive_ports_fallback"] = bool(raw["passive_ports_fallback"])
         values["use_sendfile"] = bool(raw["use_sendfile"])
@@ -430,3 +479,34 @@ class ServerOptions:
         else:
             check("handler", _handler_class, "HANDLER", raw["handler"])
         return values, errors
+
+
+def _collect_listeners(raw, overrides, values, errors):
+    """Parse the listeners; the first one's address is ``host``/``port``."""
+    from dataclasses import replace
+
+    from .listeners import parse_listeners, parse_networks
+
+    if "host" not in values or "port" not in values:
+        return  # their own errors are reported
+    try:
+        trusted = parse_networks(raw["proxy_trusted"])
+        listeners = parse_listeners(
+            raw["listeners"],
+            values["host"],
+            values["port"],
+            bool(raw["certfile"]),
+            trusted,
+        )
+    except OptionError as exc:
+        errors.append(exc)
+        return
+    given = overrides.get("host") is not None or overrides.get("port") is not None
+    if raw["listeners"] and given and overrides.get("listeners") is None:
+        # An address on the command line moves the first listener.
+        listeners = (
+            replace(listeners[0], host=values["host"], port=values["port"]),
+            *listeners[1:],
+        )
+    values["listeners"] = listeners
+    values["host"], values["port"] = listeners[0].host, listeners[0].port

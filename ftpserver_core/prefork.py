@@ -25,7 +25,7 @@ import time
 
 from django.db import connections
 
-from . import privileges
+from . import metrics, privileges
 from .servers import build_server
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,15 @@ RESTART_WINDOW = 60.0
 class Supervisor:
     """Fork and watch the worker processes of one server."""
 
-    def __init__(self, options, sock, workers):
+    def __init__(self, options, socks, workers):
+        """``socks``: the listening socket of each of ``options.listeners``."""
+        if not isinstance(socks, list | tuple):
+            socks = [socks]
         self.options = options
-        self.socket = sock
+        self.sockets = list(socks)
+        self.socket = self.sockets[0]
         self.workers = workers
-        self.host, self.port = sock.getsockname()[:2]
+        self.host, self.port = self.socket.getsockname()[:2]
         self.children = {}
         self._stopping = False
         self._stop_requested = None
@@ -93,13 +97,25 @@ class Supervisor:
                 time.sleep(0.05)
                 continue
             index = self.children.pop(pid, None)
+            metrics.process_dead(pid)  # its live gauges go (when metrics are on)
             if index is None or self._stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
             logger.warning("FTP worker %d (pid %d) exited with %d.", index, pid, code)
             if self._may_restart():
                 self._spawn(index)
-        self.socket.close()
+        for sock in self.sockets:
+            sock.close()
+
+    @property
+    def addresses(self):
+        """[(listener, (host, port))] of every listener, the real ports included."""
+        return [
+            (listener, sock.getsockname()[:2])
+            for listener, sock in zip(
+                self.options.listeners, self.sockets, strict=False
+            )
+        ]
 
     def _may_restart(self):
         now = time.monotonic()
@@ -131,7 +147,7 @@ class Supervisor:
 
     def _work(self, index):
         parent = os.getppid()
-        server = build_server(self.options, sock=self.socket)
+        server = build_server(self.options, socks=self.sockets)
 
         def watch_parent():
             # A worker whose supervisor was killed (SIGKILL, OOM) must not

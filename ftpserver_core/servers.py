@@ -1,6 +1,7 @@
 """Build a configured FTP server: its own IO loop, handler class and workers."""
 
 import collections
+import logging
 import socket
 import sys
 import threading
@@ -10,14 +11,17 @@ import weakref
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer as BaseFTPServer
 
-from . import audit, database, tls
+from . import audit, database, metrics, proxyprotocol, tls
 from .authorizers import DjangoAuthorizer
 from .bandwidth import Bandwidth
 from .defender import Defender
 from .dtp import DataChannelMixin
+from .listeners import Listener, ListenerAcceptor
 from .quotas import QuotaTracker
 from .state import SharedState
 from .workers import WorkerPool
+
+logger = logging.getLogger(__name__)
 
 # Seconds a thread may hold the GIL while another waits for it (see serve()).
 SWITCH_INTERVAL = 0.0005
@@ -44,14 +48,26 @@ def build_data_channel_class(base, options, ssl_context=None):
     return type(base.__name__, (base,), attrs)
 
 
-def build_handler_class(options, worker_pool, digest_pool=None, state=None):
-    """Return a fresh subclass of the configured handler carrying ``options``."""
+def build_handler_class(
+    options, worker_pool, digest_pool=None, state=None, listener=None, authorizer=None
+):
+    """Return a fresh subclass of the configured handler carrying ``options``.
+
+    ``listener``: the listener it serves (its TLS and PROXY modes);
+    ``authorizer``: one shared by the server's listeners (a new one if None).
+    """
     base = options.handler
+    listener = listener or (options.listeners[0] if options.listeners else None)
     attrs = {
         "__module__": base.__module__,
-        "authorizer": DjangoAuthorizer(
+        "authorizer": authorizer
+        or DjangoAuthorizer(
             state=state, max_per_address=options.max_sessions_per_address
         ),
+        "listener": listener,
+        "proxy_protocol": listener.proxy if listener else "off",
+        "proxy_trusted": listener.trusted if listener else (),
+        "proxy_timeout": options.proxy_timeout,
         "worker_pool": worker_pool,
         "digest_pool": digest_pool or worker_pool,
         "signal_sender": base,
@@ -90,15 +106,23 @@ def build_handler_class(options, worker_pool, digest_pool=None, state=None):
             ),
             tls_control_required=options.tls_required,
             tls_data_required=options.tls_required,
+            implicit_tls=listener is not None and listener.tls == "implicit",
         )
-    return type(base.__name__, (base,), attrs)
+    # With metrics on, their command and login timers come first (one class
+    # per server: pyftpdlib's and the configured handler stay untouched).
+    return type(base.__name__, metrics.handler_bases(base), attrs)
 
 
 class FTPServer(BaseFTPServer):
     """A pyftpdlib server that stops cleanly from any thread."""
 
-    def __init__(self, options, sock=None, backlog=100):
-        """Listen on ``options.host:port``, or on ``sock`` (prefork workers)."""
+    def __init__(self, options, sock=None, backlog=100, socks=None):
+        """Listen on ``options.listeners``, or on ``socks`` (prefork workers).
+
+        ``sock``: the first listener's socket (the others are bound here).
+        """
+        if socks:
+            sock = socks[0]
         self.options = options
         self._stop_requested = None
         database.apply_timeouts(options.database_timeout)
@@ -117,9 +141,24 @@ class FTPServer(BaseFTPServer):
         # Per-account rate limits, split between processes through the state.
         self.bandwidth = Bandwidth(self)
         self.state.add_participant(self.bandwidth)
+        listeners = options.listeners or (Listener(options.host, options.port),)
         handler = build_handler_class(
-            options, self.worker_pool, self.digest_pool, self.state
+            options, self.worker_pool, self.digest_pool, self.state, listeners[0]
         )
+        # One authorizer (one login cache) for every listener.
+        self.handlers = [handler] + [
+            build_handler_class(
+                options,
+                self.worker_pool,
+                self.digest_pool,
+                self.state,
+                listener,
+                authorizer=handler.authorizer,
+            )
+            for listener in listeners[1:]
+        ]
+        self.listener = listeners[0]
+        self.proxy_pending = 0  # connections whose PROXY header is awaited
         self.signal_sender = handler.signal_sender
         # Repeat logins answered from memory, kept valid by the state thread.
         self.state.add_participant(handler.authorizer.logins)
@@ -134,6 +173,18 @@ class FTPServer(BaseFTPServer):
                 ioloop=ioloop,
                 backlog=backlog,
             )
+            self.acceptors = [self] + [
+                ListenerAcceptor(
+                    self,
+                    listener,
+                    handler_class,
+                    sock=socks[index + 1] if socks else None,
+                    backlog=backlog,
+                )
+                for index, (listener, handler_class) in enumerate(
+                    zip(listeners[1:], self.handlers[1:], strict=True)
+                )
+            ]
         except BaseException:
             self.worker_pool.shutdown()
             self.digest_pool.shutdown()
@@ -148,6 +199,14 @@ class FTPServer(BaseFTPServer):
         self.max_cons_per_ip = 0
         self.max_sessions_per_address = options.max_connections_per_ip or 0
         self.sessions_per_address = collections.Counter()
+
+    @property
+    def addresses(self):
+        """[(listener, (host, port))] of every listener, the real ports included."""
+        return [
+            (self.listener, self._bound),
+            *((a.listener, a.address) for a in self.acceptors[1:]),
+        ]
 
     @property
     def host(self):
@@ -168,8 +227,113 @@ class FTPServer(BaseFTPServer):
         # leaves out every session waiting for a login verdict or sitting in
         # the failed-login delay (off the loop meanwhile): 300 clients with
         # wrong passwords all got in past a limit of 50. ip_map holds every
-        # session from accept to close.
-        return len(self.ip_map)
+        # session from accept to close; connections awaiting their PROXY
+        # header count too.
+        return len(self.ip_map) + self.proxy_pending
+
+    # --- accepting (every listener)
+
+    def handle_accepted(self, sock, addr):
+        self.accept_connection(self, sock, addr)
+
+    def accept_connection(self, acceptor, sock, addr):
+        """Start a session on ``acceptor``'s listener, after its PROXY header."""
+        listener = acceptor.listener
+        if listener.proxy == "off":
+            self._start_session(acceptor.handler, sock, addr)
+        elif proxyprotocol.trusted(addr[0], listener.trusted):
+            self.proxy_pending += 1
+            proxyprotocol.HeaderReader(
+                sock,
+                self.ioloop,
+                self.options.proxy_timeout,
+                lambda s, source: self._header_read(acceptor, s, addr, source),
+                lambda s, why: self._header_failed(acceptor, s, addr, why),
+            )
+        elif listener.proxy == "optional":
+            self._start_session(acceptor.handler, sock, addr)
+        else:
+            self._start_session(
+                acceptor.handler,
+                sock,
+                addr,
+                refusal=f"{addr[0]} is not a trusted proxy of this listener",
+            )
+
+    def _header_read(self, acceptor, sock, addr, source):
+        self.proxy_pending -= 1
+        if source is None:
+            self._answer_proxy_check(acceptor, sock)
+            return
+        self._start_session(acceptor.handler, sock, addr, source=source)
+
+    @staticmethod
+    def _answer_proxy_check(acceptor, sock):
+        """Greet the proxy's own connection (a health check) and close it.
+
+        A v2 LOCAL (v1 UNKNOWN) header is the balancer speaking for itself,
+        every few seconds: as a session it would be audited twice each time,
+        scored as a connection without login, and the balancer's address
+        banned within a minute (every node then looks down).
+        """
+        try:
+            if acceptor.listener.tls != "implicit":
+                sock.send(f"220 {acceptor.handler.banner}\r\n".encode()[:512])
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def _header_failed(self, acceptor, sock, addr, why):
+        self.proxy_pending -= 1
+        self._start_session(acceptor.handler, sock, addr, refusal=why)
+
+    def _start_session(self, handler_class, sock, addr, source=None, refusal=None):
+        """pyftpdlib's handle_accepted, with the client's address from a proxy.
+
+        The address must be the client's before anything counts or records
+        it: ip_map, the per-address limits, bans, the audit.
+        """
+        handler = None
+        ip = None
+        try:
+            handler = handler_class(sock, self, ioloop=self.ioloop)
+            if not handler.connected:
+                return None
+            if source is not None:
+                handler.proxy_address = addr[:2]
+                handler.remote_ip, handler.remote_port = source
+            ip = handler.remote_ip
+            self.ip_map.append(ip)
+            if refusal is not None:
+                logger.warning(
+                    "PROXY protocol: refused the connection from %s:%s (%s).",
+                    addr[0],
+                    addr[1],
+                    refusal,
+                )
+                handler.refuse(
+                    "proxy_protocol",
+                    "421 This port accepts connections through its load balancer only.",
+                )
+                return None
+            if not self._accept_new_cons():
+                handler.handle_max_cons()
+                return None
+            try:
+                handler.handle()
+            except Exception:
+                handler.handle_error()
+            else:
+                return handler
+        except Exception:
+            # As pyftpdlib: one bad session must not take the server down.
+            logger.exception("Starting a session from %s failed.", addr[0])
+            if handler is not None:
+                handler.close()
+            elif ip is not None and ip in self.ip_map:
+                self.ip_map.remove(ip)
+        return None
 
     def serve(self):
         """Run the IO loop until stop() is called; then close every session."""
@@ -246,16 +410,32 @@ class FTPServer(BaseFTPServer):
         self.stopped.set()
 
 
-def build_server(options, sock=None):
-    """Return an FTPServer bound to ``options.host:options.port`` (or ``sock``)."""
-    return FTPServer(options, sock=sock)
+def build_server(options, sock=None, socks=None):
+    """Return an FTPServer bound to its listeners (or to ``socks``, prefork)."""
+    server = FTPServer(options, sock=sock, socks=socks)
+    metrics.server_built(server)  # its gauges, when metrics are on
+    return server
 
 
-def bind_socket(options, backlog=100):
-    """Return a listening socket on ``options.host:options.port`` (for prefork)."""
+def bind_sockets(options, backlog=100):
+    """Return a listening socket for each listener (for prefork)."""
+    listeners = options.listeners or (Listener(options.host, options.port),)
+    socks = []
+    try:
+        for listener in listeners:
+            socks.append(bind_socket(listener.host, listener.port, backlog))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def bind_socket(host, port, backlog=100):
+    """Return a listening socket on ``host:port``."""
     infos = socket.getaddrinfo(
-        options.host,
-        options.port,
+        host,
+        port,
         socket.AF_UNSPEC,
         socket.SOCK_STREAM,
         0,

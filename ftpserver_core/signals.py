@@ -155,6 +155,7 @@ CONNECTION_REFUSAL_REASONS = (
     "too_many_connections",  # FTPSERVER_MAX_CONNECTIONS sessions are open
     "too_many_connections_per_ip",  # FTPSERVER_MAX_CONNECTIONS_PER_IP from it
     "login_timeout",  # no login within FTPSERVER_LOGIN_GRACE seconds
+    "proxy_protocol",  # a PROXY header missing, malformed, or from an untrusted peer
 )
 """The values of ``reason`` in ``ftp_connection_refused``."""
 

@@ -186,9 +186,10 @@ def test_banner_tls_and_ftps_login(ftpserver_cmd, make_account, certificate):
     certfile, keyfile = certificate
     account = make_account("alice")
     server = ftpserver_cmd("127.0.0.1:0", "--certfile", certfile, "--keyfile", keyfile)
-    assert server.scheme == "ftps"
+    assert server.scheme == "ftp"
     lines = banner_lines(server)
-    assert f"Starting FTP server at ftps://127.0.0.1:{server.port}/" in lines
+    # Explicit FTPS starts as plain FTP: its URL is ftp://.
+    assert f"Starting FTP server at ftp://127.0.0.1:{server.port}/" in lines
     assert (
         "TLS: explicit FTPS (AUTH TLS), required on control and data channels, "
         "TLSv1.2 or newer"

@@ -136,6 +136,41 @@ class AuditWriter:
         """Return how many records wait in memory."""
         return len(self._queue) + (len(self._journal.fallback) if self._journal else 0)
 
+    # --- for the metrics and the health check (read from another thread)
+
+    def journal_segments(self):
+        """Return how many journal segment files this process holds."""
+        journal = self._journal
+        if journal is None:
+            return 0
+        return len(journal._closed) + (journal._current is not None)
+
+    def lag(self):
+        """Return the seconds the oldest record not in the database has waited."""
+        now = time.time()
+        oldest = now
+        journal = self._journal
+        for queue in (self._queue, journal.fallback if journal else ()):
+            # Peeked by index: iterating a deque the loop appends to raises.
+            for index in range(2):  # a flush marker may come first
+                try:
+                    item = queue[index]
+                except IndexError:
+                    break
+                if isinstance(item, dict):
+                    oldest = min(oldest, item.get("time") or now)
+                    break
+        lag = now - oldest
+        down_since = self._down_since
+        # The database is down: records wait in the journal only.
+        if (
+            down_since is not None
+            and journal is not None
+            and (journal.to_replay() or journal.current_size())
+        ):
+            lag = max(lag, time.monotonic() - down_since)
+        return max(0.0, lag)
+
     # --- lifecycle
 
     def start(self):

@@ -23,6 +23,13 @@ class ServerProcess(models.Model):
     # Active transfers per account and direction ({"7": {"up": 2}}), for
     # the accounts with a bandwidth limit: each process takes its share.
     transfers = models.JSONField(_("active transfers"), default=dict, blank=True)
+    # Where its data connections are reached ([[first, last], ...]; empty:
+    # any free port): nodes behind one load balancer must not share ports
+    # (ftpserver_core.scaleout).
+    passive_ports = models.JSONField(_("passive ports"), default=list, blank=True)
+    masquerade_address = models.CharField(
+        _("masquerade address"), max_length=255, blank=True
+    )
 
     class Meta:
         verbose_name = _("server process")

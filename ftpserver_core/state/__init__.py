@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ..conf import settings
+from ..scaleout import runs
 from .base import LoginRefused, SessionInfo, StateBackend
 
 logger = logging.getLogger("ftpserver_core.state")
@@ -126,7 +127,11 @@ class SharedState:
         """Return this process's key, registering it first if needed."""
         with self._lock:
             if self.process is None:
-                self.process = self.backend.register_process(self.node, os.getpid())
+                self.process = self.backend.register_process(
+                    self.node,
+                    os.getpid(),
+                    **where(getattr(self.server, "options", None)),
+                )
             return self.process
 
     # --- from login threads
@@ -477,6 +482,20 @@ class SharedState:
                 self.session_closed(session_id)
                 continue
             handler.terminate(reason, by)
+
+
+def where(options):
+    """Where a server's data connections are reached (only what is set).
+
+    The keywords of ``register_process`` besides the node and the pid: a
+    backend of a project's written before them still works without them.
+    """
+    found = {}
+    if options is not None and getattr(options, "passive_ports", None):
+        found["passive_ports"] = runs(options.passive_ports)
+    if options is not None and getattr(options, "masquerade_address", None):
+        found["masquerade_address"] = options.masquerade_address
+    return found
 
 
 def _node_name():

@@ -28,6 +28,18 @@ class SessionInfo:
     password_stamp: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A live process as the others see it: where its data connections are reached."""
+
+    key: object
+    node: str
+    pid: int
+    # ((first, last), ...) runs of passive ports; empty: any free port.
+    passive_ports: tuple = ()
+    masquerade_address: str = ""
+
+
 class StateBackend:
     """Processes, live sessions, quota usage and leases, bandwidth shares, kicks."""
 
@@ -42,9 +54,22 @@ class StateBackend:
 
     # --- processes
 
-    def register_process(self, node, pid):
-        """Register a running process; return its key."""
+    def register_process(self, node, pid, **where):
+        """Register a running process; return its key.
+
+        ``where`` holds, only when set, ``passive_ports`` (runs ``[[first,
+        last], ...]``) and ``masquerade_address``: where its data connections
+        are reached, for :meth:`live_processes`.
+        """
         raise NotImplementedError
+
+    def live_processes(self):
+        """Return a :class:`ProcessInfo` of every live process.
+
+        Empty when the backend cannot tell (a process alone, a backend of a
+        project's): other nodes' passive ports are then not checked.
+        """
+        return []
 
     def heartbeat(self, process):
         """Say ``process`` is alive; return False if it was expired meanwhile."""
@@ -167,4 +192,4 @@ class StateBackend:
         """Release what the backend holds (connections)."""
 
 
-__all__ = ["LoginRefused", "SessionInfo", "StateBackend"]
+__all__ = ["LoginRefused", "ProcessInfo", "SessionInfo", "StateBackend"]

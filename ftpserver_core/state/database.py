@@ -24,7 +24,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..models import FTPUserAccount, LiveSession, QuotaLease, QuotaUsage, ServerProcess
-from .base import LoginRefused, StateBackend
+from .base import LoginRefused, ProcessInfo, StateBackend
 
 logger = logging.getLogger("ftpserver_core.state")
 
@@ -55,12 +55,27 @@ class DatabaseBackend(StateBackend):
 
     # --- processes
 
-    def register_process(self, node, pid):
+    def register_process(self, node, pid, passive_ports=(), masquerade_address=None):
         process = ServerProcess.objects.create(
-            node=node[:150], pid=pid, heartbeat_at=timezone.now()
+            node=node[:150],
+            pid=pid,
+            heartbeat_at=timezone.now(),
+            passive_ports=[list(run) for run in passive_ports],
+            masquerade_address=(masquerade_address or "")[:255],
         )
         ServerProcess.objects.filter(pk=process.pk).update(heartbeat_at=Now())
         return process.pk
+
+    def live_processes(self):
+        rows = ServerProcess.objects.filter(self.alive()).values_list(
+            "pk", "node", "pid", "passive_ports", "masquerade_address"
+        )
+        return [
+            ProcessInfo(
+                key, node, pid, tuple(tuple(run) for run in ports or ()), masquerade
+            )
+            for key, node, pid, ports, masquerade in rows
+        ]
 
     def heartbeat(self, process):
         return bool(ServerProcess.objects.filter(pk=process).update(heartbeat_at=Now()))

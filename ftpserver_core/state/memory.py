@@ -31,7 +31,7 @@ class MemoryBackend(StateBackend):
 
     # --- processes
 
-    def register_process(self, node, pid):
+    def register_process(self, node, pid, **where):
         with self._lock:
             key = next(self._ids)
             self._processes[key] = {"heartbeat": time.monotonic(), "transfers": {}}

@@ -1,6 +1,7 @@
 """Run the FTP server (modelled on Django's ``runserver``)."""
 
 import errno
+import logging
 import os
 import signal
 import socket
@@ -9,15 +10,28 @@ import threading
 
 import django
 from django.conf import settings as django_settings
-from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.db import DEFAULT_DB_ALIAS, connections
 
-from ftpserver_core import anonymous, audit, privileges, signals
+from ftpserver_core import (
+    anonymous,
+    audit,
+    logs,
+    metrics,
+    privileges,
+    scaleout,
+    signals,
+)
 from ftpserver_core.checks import DEPLOY_TAG
 from ftpserver_core.conf import settings as ftp_settings
-from ftpserver_core.options import OptionError, ServerOptions, parse_address
+from ftpserver_core.options import (
+    OptionError,
+    ServerOptions,
+    parse_address,
+    parse_log_format,
+)
 from ftpserver_core.prefork import Supervisor
-from ftpserver_core.servers import bind_socket, build_server
+from ftpserver_core.servers import bind_sockets, build_server
 
 ERRORS = {
     errno.EACCES: "You don't have permission to access that port.",
@@ -40,6 +54,9 @@ OPTIONS = {
     "workers": "--workers",
     "user": "--user",
     "group": "--group",
+    "metrics_address": "--metrics",
+    "log_format": "--log-format",
+    "listeners": "--listen",
 }
 
 
@@ -77,6 +94,14 @@ class Command(BaseCommand):
             "--pidfile", help="File to write the PID to (removed at exit)."
         )
         parser.add_argument(
+            "--listen",
+            action="append",
+            dest="listeners",
+            metavar="HOST:PORT[,tls=MODE][,proxy=MODE][,trusted=NET;NET]",
+            help="A listener (repeat for several; replaces FTPSERVER_LISTENERS): "
+            "tls=off|explicit|implicit, proxy=off|optional|required.",
+        )
+        parser.add_argument(
             "--workers",
             help="Processes accepting on the same port, each with its own loop "
             "(default 1).",
@@ -90,14 +115,32 @@ class Command(BaseCommand):
             "--group",
             help="Group (name or gid) to run as with --user (default: the user's).",
         )
+        parser.add_argument(
+            "--metrics",
+            dest="metrics_address",
+            metavar="HOST:PORT",
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics and a "
+            "health check at /health (default: FTPSERVER_METRICS_ADDRESS).",
+        )
+        parser.add_argument(
+            "--log-format",
+            help="text or json: one JSON object per log line "
+            "(default: FTPSERVER_LOG_FORMAT).",
+        )
 
     def handle(self, *args, **options):
+        self._set_log_format(options["log_format"])
         self.stdout.write("Performing system checks...\n\n")
         self.check(display_num_errors=True)
         # The FTP server's own deployment checks (not Django's web ones).
         self.check(tags=[DEPLOY_TAG], include_deployment_checks=True)
 
         overrides = {field: options[field] for field in OPTIONS}
+        if options["listeners"] and options["addrport"]:
+            raise CommandError(
+                f"Both an address ({options['addrport']!r}) and --listen were "
+                "given; give every address with --listen."
+            )
         if options["addrport"]:
             try:
                 overrides["host"], overrides["port"] = parse_address(
@@ -108,8 +151,11 @@ class Command(BaseCommand):
         try:
             server_options = ServerOptions.from_settings(**overrides)
         except OptionError as exc:
-            field = exc.name.lower()
+            field = exc.name.lower().partition("[")[0]
             where = OPTIONS.get(field) if overrides.get(field) is not None else None
+            if where and field == "listeners":
+                index = int(exc.name.partition("[")[2].rstrip("]"))
+                where = f"--listen {overrides[field][index]!r}"
             raise CommandError(
                 f"{where or 'FTPSERVER_' + exc.name}: {exc.message}"
             ) from None
@@ -128,6 +174,15 @@ class Command(BaseCommand):
                 f"by root, and this process runs as {privileges.current()}; start "
                 f"the server as root, or without {where}."
             )
+        # Other nodes' passive ports, against this server's own (E060).
+        with scaleout.checking(server_options):
+            self.check(
+                tags=[scaleout.TAG],
+                include_deployment_checks=True,
+                databases=[DEFAULT_DB_ALIAS],
+            )
+
+        observer = self._prepare_metrics(server_options, options)
 
         pidfile = server_options.pidfile
         if pidfile:
@@ -141,7 +196,7 @@ class Command(BaseCommand):
         try:
             if server_options.workers > 1:
                 server = Supervisor(
-                    server_options, bind_socket(server_options), server_options.workers
+                    server_options, bind_sockets(server_options), server_options.workers
                 )
             else:
                 server = build_server(server_options)
@@ -162,8 +217,18 @@ class Command(BaseCommand):
             self._discard(server)
             self._remove(pidfile)
             raise CommandError(exc.message) from None
+        try:
+            # Registered before it serves: a node started at the same moment
+            # with an overlapping range is seen by one of the two.
+            claim = scaleout.claim(server, server_options)
+        except scaleout.Overlap as exc:
+            self._discard(server)
+            self._remove(pidfile)
+            raise CommandError(str(exc)) from None
 
         previous = self._install_signal_handlers(server)
+        if observer is not None:
+            observer.start(server)
         self._print_banner(server, server_options)
         signals.dispatch(
             signals.ftp_server_started,
@@ -190,10 +255,42 @@ class Command(BaseCommand):
             # What the database does not take in time stays in the journal,
             # written at the next start.
             audit.writer.flush(timeout=server.shutdown_time_left())
+            claim.release()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._remove(pidfile)
+            if observer is not None:
+                observer.stop()
             self.stdout.write("FTP server stopped.")
+
+    def _set_log_format(self, value):
+        """Switch to JSON log lines first: the checks' warnings are logged too."""
+        try:
+            log_format = parse_log_format(value or ftp_settings.LOG_FORMAT)
+        except OptionError as exc:
+            where = "--log-format" if value else "FTPSERVER_LOG_FORMAT"
+            raise CommandError(f"{where}: {exc.message}") from None
+        if log_format == "json":
+            logs.use_json()
+            # This command's own warnings and errors become JSON lines too.
+            self.stderr = OutputWrapper(
+                logs.LogStream(logging.getLogger("ftpserver_core.command"))
+            )
+
+    def _prepare_metrics(self, server_options, options):
+        """Bind the metrics address (before any drop); None when metrics are off."""
+        where = (
+            "--metrics" if options["metrics_address"] else "FTPSERVER_METRICS_ADDRESS"
+        )
+        try:
+            return metrics.prepare(server_options)
+        except metrics.MetricsUnavailable as exc:
+            raise CommandError(f"{where}: {exc}") from None
+        except OSError as exc:
+            host, port = server_options.metrics_address
+            raise CommandError(
+                f"{where} {host}:{port}: {ERRORS.get(exc.errno, str(exc))}"
+            ) from None
 
     def _drop_privileges(self, options, target):
         """Become ``target`` once bound; before any client, journal or worker."""
@@ -272,12 +369,26 @@ class Command(BaseCommand):
         return previous
 
     def _print_banner(self, server, options):
-        host = server.host
-        shown = f"[{host}]" if ":" in host else host
-        scheme = "ftps" if options.tls else "ftp"
+        addresses = server.addresses
+        urls = [_url(listener, address) for listener, address in addresses]
+        lines = [f"Starting FTP server at {urls[0]}"]
+        lines += [f"Also listening at {url}" for url in urls[1:]]
         if options.tls:
+            modes = [
+                "implicit FTPS (TLS from the first byte)"
+                if listener.tls == "implicit"
+                else "explicit FTPS (AUTH TLS)"
+                for listener, _ in addresses
+            ]
+            if len(set(modes)) == 1:
+                tls_modes = modes[0]
+            else:
+                tls_modes = ", ".join(
+                    f"{mode} at {url}" for mode, url in zip(modes, urls, strict=True)
+                )
             tls_state = (
-                "explicit FTPS (AUTH TLS), "
+                tls_modes
+                + ", "
                 + (
                     "required on control and data channels"
                     if options.tls_required
@@ -287,6 +398,15 @@ class Command(BaseCommand):
             )
         else:
             tls_state = "off (plain FTP: passwords travel in clear text)"
+        lines.append(f"TLS: {tls_state}")
+        proxied = [
+            f"{listener.proxy} at {url} from "
+            + ", ".join(str(network) for network in listener.trusted)
+            for (listener, _), url in zip(addresses, urls, strict=True)
+            if listener.proxy != "off"
+        ]
+        if proxied:
+            lines.append(f"PROXY protocol: {'; '.join(proxied)}")
         ports = options.passive_ports
         passive = (
             f"{_port_ranges(ports)} ({len(ports)} port{'s' if len(ports) > 1 else ''})"
@@ -297,12 +417,12 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Django version {django.get_version()}, using settings "
             f"{django_settings.SETTINGS_MODULE!r}\n"
-            f"Starting FTP server at {scheme}://{shown}:{server.port}/\n"
-            f"TLS: {tls_state}\n"
-            f"Passive ports: {passive}\n"
+            + "".join(f"{line}\n" for line in lines)
+            + f"Passive ports: {passive}\n"
             f"Masquerade address: {options.masquerade_address or 'none'}\n"
             f"Worker processes: {options.workers}\n"
             + _anonymous_line()
+            + _metrics_line()
             + (f"Running as: {identity}\n" if identity else "")
             + f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}.\n"
         )
@@ -331,3 +451,16 @@ def _port_ranges(ports):
         else:
             runs.append([port, port])
     return ",".join(f"{lo}-{hi}" if hi > lo else f"{lo}" for lo, hi in runs)
+
+
+def _url(listener, address):
+    """``ftp://host:port/``; ``ftps://`` for implicit FTPS only."""
+    host, port = address
+    shown = f"[{host}]" if ":" in host else host
+    return f"{listener.scheme}://{shown}:{port}/"
+
+
+def _metrics_line():
+    """Say where the metrics are served (nothing when they are off)."""
+    observer = metrics.active()
+    return f"Metrics: {observer.url}\n" if observer is not None else ""
