@@ -198,7 +198,8 @@ for _name, _default in FTP_DEFAULTS.items():
     _value = os.environ.get("FTPSERVER_" + _name)
     if _value is None:
         continue
-    if _value.strip().lower() in ("", "none") and _default is None:
+    if _value.strip().lower() == "none" or (not _value.strip() and _default is None):
+        # "none" turns off a limit whose default is a number, too.
         _value = None
     elif _name in _LIST_SETTINGS:
         _value = [item.strip() for item in _value.split(",") if item.strip()]

@@ -64,3 +64,25 @@ def test_quickstart_refuses_demo_homes_where_the_server_would_refuse_them(tmp_pa
     assert result.returncode == 1
     assert "CommandError: The demo homes would be in" in result.stderr
     assert f"FTPSERVER_HOME_ROOTS={data}/ftp" in result.stderr
+
+
+def test_none_from_the_environment_turns_off_a_numeric_limit(tmp_path):
+    read = (
+        "import json, django; django.setup(); "
+        "from ftpserver_core.conf import settings as s; "
+        "print(json.dumps([s.MAX_CONNECTIONS_PER_IP, s.LOGINS_PER_ADDRESS, "
+        "s.LISTENERS]))"
+    )
+    result = run(
+        ["-c", read],
+        tmp_path,
+        FTPSERVER_MAX_CONNECTIONS_PER_IP="none",
+        FTPSERVER_LOGINS_PER_ADDRESS="7",
+        FTPSERVER_LISTENERS="0.0.0.0:21 0.0.0.0:990,tls=implicit",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        None,
+        7,
+        "0.0.0.0:21 0.0.0.0:990,tls=implicit",
+    ]
