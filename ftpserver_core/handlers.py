@@ -775,18 +775,42 @@ if tls.available:
         implicit_tls = False
 
         def handle(self):
-            if self.implicit_tls and not self._ssl_established:
-                self.secure_connection(self.ssl_context)
-                if self._ssl_accepting and self.login_grace:
-                    # A client that never ends its handshake holds a
-                    # connection slot: as long as one that never logs in.
-                    self._grace = self.ioloop.call_later(
-                        self.login_grace,
-                        self._handshake_expired,
-                        _errback=self.handle_error,
-                    )
+            if not self.implicit_tls:
+                super().handle()
+            elif self._ssl_established:
+                self._greet()  # admitted at accept
+            else:
+                self._start_implicit_tls()
+
+        def _start_implicit_tls(self):
+            # Bans and the per-address limit before the handshake: a banned
+            # address costs no private-key operation, and connections that
+            # never finish it count against their address. Nothing can be
+            # said in plain text: a refusal closes without a reply.
+            self._silent = True
+            try:
+                admitted = self._admit()
+            finally:
+                self._silent = False
+            if not admitted:
+                self.close()
                 return
-            super().handle()
+            self.secure_connection(self.ssl_context)
+            if self._ssl_accepting and self.login_grace:
+                # A client that never ends its handshake holds a
+                # connection slot: as long as one that never logs in.
+                self._grace = self.ioloop.call_later(
+                    self.login_grace,
+                    self._handshake_expired,
+                    _errback=self.handle_error,
+                )
+
+        _silent = False
+
+        def push(self, data):
+            if self._silent:
+                return  # before the implicit TLS handshake: not a byte
+            super().push(data)
 
         def _handshake_expired(self):
             # No reply: nothing can be said to a client mid-handshake.
@@ -794,6 +818,8 @@ if tls.available:
             if self._closed or self._ssl_established:
                 return
             self._refused = self._defender_told = True
+            if self.defender is not None:
+                self.defender.offend(self.remote_ip, "no_login")
             self.send_signal(signals.ftp_connection_refused, reason="login_timeout")
             self.close()
 
@@ -801,7 +827,6 @@ if tls.available:
             super().handle_ssl_established()
             if self.implicit_tls and not self._greeted:
                 self._greeted = True
-                # Admission (bans, limits) and the 220, now encrypted.
                 self._grace_cancel()
                 self.handle()
 

@@ -70,12 +70,17 @@ class LoginMixin:
         return getattr(self.server, "defender", None)
 
     def handle(self):
+        if self._admit():
+            self._greet()
+
+    def _admit(self):
+        """Refuse a banned address or one at its limit; else take its slot."""
         defender = self.defender
         if defender is not None:
             reason = defender.refusal(self.remote_ip)
             if reason is not None:
                 self.refuse(reason, REFUSAL_MESSAGES[reason])
-                return
+                return False
         counts = getattr(self.server, "sessions_per_address", None)
         if counts is not None:
             # pyftpdlib's per-IP limit counts exact addresses; an IPv6
@@ -84,9 +89,13 @@ class LoginMixin:
             limit = self.server.max_sessions_per_address
             if limit and counts[key] >= limit:
                 self.handle_max_cons_per_ip()
-                return
+                return False
             counts[key] += 1
             self._address_slot = key
+        return True
+
+    def _greet(self):
+        """Start the login grace and send the 220."""
         if self.login_grace:
             self._grace = self.ioloop.call_later(
                 self.login_grace, self._grace_expired, _errback=self.handle_error

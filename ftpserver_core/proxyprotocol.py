@@ -65,15 +65,33 @@ def _parse_v1(data):
         return end + 2, None
     if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
         raise ProxyHeaderError(f"malformed PROXY v1 line {line!r}")
-    _, family, src, _dst, sport, _dport = parts
+    _, family, src, dst, sport, dport = parts
+    version = 4 if family == "TCP4" else 6
     try:
         address = ipaddress.ip_address(src)
-        port = int(sport)
+        ipaddress.ip_address(dst)  # its family is not checked: only the source's
     except ValueError:
         raise ProxyHeaderError(f"malformed PROXY v1 line {line!r}") from None
-    if (address.version == 4) != (family == "TCP4") or not 0 <= port <= 65535:
+    # int() takes "+1", "1_0" and " 1"; a scope id names an interface of the
+    # proxy, not a client.
+    if (
+        address.version != version
+        or "%" in src
+        or not all(_is_port(port) for port in (sport, dport))
+    ):
         raise ProxyHeaderError(f"malformed PROXY v1 line {line!r}")
-    return end + 2, (str(address), port)
+    # As v2 (_unmapped): one client, one address form in ip_map, bans, audit.
+    return end + 2, (_unmapped(str(address)), int(sport))
+
+
+def _is_port(text):
+    """True for 0-65535 in decimal digits, without sign or leading zero."""
+    return (
+        text.isascii()
+        and text.isdigit()
+        and (text == "0" or text[0] != "0")
+        and int(text) <= 65535
+    )
 
 
 def _parse_v2(data):
@@ -110,6 +128,8 @@ def _parse_v2(data):
 
 def _unmapped(ip):
     """An IPv4-mapped IPv6 address as the IPv4 address it is."""
+    if ":" not in ip:
+        return ip
     mapped = ipaddress.IPv6Address(ip).ipv4_mapped
     return str(mapped) if mapped else ip
 

@@ -242,6 +242,11 @@ class FTPServer(BaseFTPServer):
         if listener.proxy == "off":
             self._start_session(acceptor.handler, sock, addr)
         elif proxyprotocol.trusted(addr[0], listener.trusted):
+            if not self._accept_new_cons():
+                # Readers waiting for headers hold descriptors too: no
+                # more of them than sessions.
+                sock.close()
+                return
             self.proxy_pending += 1
             proxyprotocol.HeaderReader(
                 sock,

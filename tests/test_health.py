@@ -51,7 +51,10 @@ def test_healthy(ftpserver_cmd, make_account, workers):  # noqa: F811
     server = ftpserver_cmd(
         "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--workers", workers
     )
-    status, body = health(health_url(server))
+    try:
+        status, body = health(health_url(server))
+    except ValueError:
+        raise AssertionError(server.stderr) from None
     assert status == 200
     assert body["status"] == "ok" and body["failed"] == []
     assert body["checks"]["database"]["ok"] is True

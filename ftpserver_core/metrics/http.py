@@ -3,9 +3,17 @@
 import json
 import logging
 import socket
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 logger = logging.getLogger("ftpserver_core.metrics")
+
+# Seconds a /health answer is given again. Each check opens a database
+# connection (health.py), one at a time: 200 requests a second from anyone
+# reaching the port made 200 connections a second, and the requests' threads
+# piled up behind the check in progress. A balancer asks every few seconds.
+HEALTH_REUSE = 1.0
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -23,7 +31,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 content_type, body = observer.exposition()
                 self._send(200, content_type, body)
             elif path == "/health":
-                healthy, report = observer.health()
+                healthy, report = self.server.health()
                 self._send(
                     200 if healthy else 503,
                     "application/json",
@@ -65,4 +73,20 @@ class MetricsHTTPServer(ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         self.observer = observer
+        self._health_lock = threading.Lock()
+        self._health = None  # (time.monotonic() when answered, answer)
         super().__init__((host, port), RequestHandler)
+
+    def health(self):
+        """Return the observer's health answer, shared for HEALTH_REUSE seconds.
+
+        Requests that come during a check wait for it and get its answer.
+        """
+        with self._health_lock:
+            if self._health is not None:
+                answered, answer = self._health
+                if time.monotonic() - answered < HEALTH_REUSE:
+                    return answer
+            answer = self.observer.health()
+            self._health = (time.monotonic(), answer)
+            return answer
