@@ -285,3 +285,23 @@ def test_check_missing_client(monkeypatch):
     assert len(errors) == 1
     assert "django-ftpserver-suite[metrics]" in errors[0].msg
     assert "ftpserver_core.E056" not in _ids()
+
+
+def test_a_file_a_worker_is_creating_does_not_fail_the_scrape(metered):
+    """A worker's file read between its creation and its sizing is skipped."""
+    import glob
+    import os
+    import tempfile
+
+    from .test_health import health
+
+    server, url = metered(2)
+    pattern = os.path.join(tempfile.gettempdir(), "ftpserver-metrics-*", "*.db")
+    directory = os.path.dirname(wait_for(lambda: glob.glob(pattern))[0])
+    # As a worker leaves it for an instant: created, still empty.
+    open(os.path.join(directory, "gauge_livemax_999999.db"), "wb").close()
+    text, values = scrape(url)
+    assert value(values, "ftpserver_connections_total") >= 0
+    assert "ftpserver_audit_write_lag_seconds" in text
+    status, body = health(url.replace("/metrics", "/health"))
+    assert status == 200, body

@@ -27,12 +27,14 @@ class Observer:
         self.registry = registry.REGISTRY
         receivers.connect()
         if self.multiprocess_dir:
-            from prometheus_client import CollectorRegistry, multiprocess
+            from prometheus_client import CollectorRegistry
+
+            from .collector import WorkersCollector
 
             # The parent's own files (made with the metrics above) too.
             self._give_files(options)
             self.registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.registry, self.multiprocess_dir)
+            WorkersCollector(self.registry, self.multiprocess_dir)
         from .http import MetricsHTTPServer
 
         self.http = MetricsHTTPServer((self.host, self.port), self)
