@@ -7,8 +7,10 @@ own permission checks (``has_perm``, ``get_perms``) go through it.
 """
 
 import dataclasses
+import errno
 import hashlib
 import ipaddress
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +27,8 @@ from .models.accounts import (
     template_placeholders,
 )
 
+logger = logging.getLogger(__name__)
+
 
 class LoginRefused(Exception):
     """A login that must be refused; ``reason`` is in LOGIN_FAILURE_REASONS."""
@@ -37,6 +41,11 @@ class LoginRefused(Exception):
 
 # Rules with the same path: the account's win over the group's over the home's.
 SOURCE_PRECEDENCE = {"account": 0, "group": 1, "home": 2}
+
+# What the admin is told of a directory rule's folder: there; never created
+# (outside the home, or a link or a file in the way); missing and created at
+# the next login (the home's "create on first login"); missing for good.
+FOLDER_STATES = ("exists", "blocked", "created_at_login", "missing")
 
 # The letters of the commands that change a directory entry itself (DELE and
 # RMD remove a link, RNFR and RNTO move it), never what a link there leads to:
@@ -142,7 +151,12 @@ class SessionPolicy:
         return None
 
     def ensure_home(self):
-        """Create the home directory if allowed; refuse the login otherwise."""
+        """Create the home directory if allowed; refuse the login otherwise.
+
+        With the home's "create on first login", the missing folders of the
+        directory rules are made too, at every login: a rule added since the
+        first one gets its folder at the next.
+        """
         if not os.path.isdir(self.home):
             if not self.create_home:
                 raise LoginRefused("home_unavailable", f"{self.home!r} does not exist")
@@ -160,6 +174,51 @@ class SessionPolicy:
                 "home_unavailable",
                 f"{self.home!r} became a link to {real!r} after it was checked",
             )
+        if self.create_home:
+            self.ensure_rule_folders()
+
+    def rule_folders(self):
+        """Return (rule, folder) pairs: each rule's path as written, in the home."""
+        folders = []
+        for rule in self.rules:
+            written = _render(rule.template, self.username, self.group).strip("/")
+            folders.append((rule, os.path.normpath(os.path.join(self.home, written))))
+        return folders
+
+    def rule_folder_states(self):
+        """Return (rule, folder, state) for the admin, state one of FOLDER_STATES."""
+        states = []
+        for rule, folder in self.rule_folders():
+            if os.path.isdir(folder):
+                state = "exists"
+            elif folder_problem(self.home, folder) or _obstacle(self.home, folder):
+                state = "blocked"
+            elif self.create_home:
+                state = "created_at_login"
+            else:
+                state = "missing"
+            states.append((rule, folder, state))
+        return states
+
+    def ensure_rule_folders(self):
+        """Create the missing folders of the directory rules, as the home was.
+
+        A folder that cannot be made (a link or a file in its way) is logged
+        and skipped: the login goes on, the folder stays missing.
+        """
+        for rule, folder in self.rule_folders():
+            if os.path.isdir(folder):
+                continue
+            try:
+                make_folder(self.home, folder)
+            except OSError as exc:
+                logger.warning(
+                    "Folder %r of the directory rule %r of %r not created: %s",
+                    folder,
+                    rule.template,
+                    self.username,
+                    exc,
+                )
 
     # --- pyftpdlib authorizer interface, for the logged-in session
 
@@ -188,6 +247,58 @@ class SessionPolicy:
 
     def terminate_impersonation(self, username):
         """Do nothing: every session runs as the server's own OS user."""
+
+
+def folder_problem(home, folder):
+    """Return why ``folder`` cannot be made inside ``home`` as written, or None.
+
+    Only a lexical sub-path of the home qualifies: nothing reached by ``..``
+    or by a link is ever created (the disk is checked by ``make_folder``).
+    """
+    if not folder.startswith(home + os.sep):
+        return f"{folder!r} is not inside the home {home!r}"
+    return None
+
+
+def _obstacle(home, folder):
+    """Return the first link or non-directory on the way to ``folder``, or None."""
+    path = home
+    for part in os.path.relpath(folder, home).split(os.sep):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return path
+        if not os.path.isdir(path):
+            return path if os.path.exists(path) else None
+    return None
+
+
+def make_folder(home, folder):
+    """Create ``folder`` and its missing parents inside ``home``; follow no link.
+
+    Each step opens the directory just made or found with O_NOFOLLOW, from
+    the one before it: a link anywhere on the way (put there before or
+    while this runs) stops it with an OSError, having created nothing
+    beyond it.
+    """
+    problem = folder_problem(home, folder)
+    if problem is not None:
+        raise OSError(errno.EPERM, problem)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(home, flags)
+    try:
+        for part in os.path.relpath(folder, home).split(os.sep):
+            try:
+                os.mkdir(part, settings.HOME_DIR_MODE, dir_fd=fd)
+            except FileExistsError:
+                pass
+            parent, fd = fd, None
+            try:
+                fd = os.open(part, flags, dir_fd=parent)
+            finally:
+                os.close(parent)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _in_networks(remote_ip, networks):

@@ -239,6 +239,60 @@ def test_curl_resumes_download_and_upload(live_ftp, make_account, tmp_path, reco
     assert received["size"] == 150_000
 
 
+@pytest.mark.parametrize("method", ["multicwd", "nocwd", "singlecwd"])
+def test_curl_ftp_methods_resume_and_append(
+    live_ftp, make_account, tmp_path, recorder, method
+):
+    """Each --ftp-method reaches a file two directories down for every transfer."""
+    account = make_account("alice")
+    home = os.path.join(account.home_path, "a", "b")
+    os.makedirs(home)
+    payload = random.Random(5).randbytes(120_000)
+    source = tmp_path / "source.bin"
+    source.write_bytes(payload)
+    auth = ["-u", f"alice:{PASSWORD}", "--ftp-method", method]
+
+    done = curl(*auth, "--verbose", "-T", str(source), url(live_ftp, "a/b/up.bin"))
+    assert done.returncode == 0, done.stderr
+    assert read(os.path.join(home, "up.bin")) == payload
+    expected = {
+        "multicwd": ["CWD a", "CWD b", "STOR up.bin"],
+        "nocwd": ["STOR a/b/up.bin"],
+        "singlecwd": ["CWD a/b", "STOR up.bin"],
+    }[method]
+    commands = re.findall(r"^> ((?:CWD|STOR) .*?)\r?$", done.stderr.decode(), re.M)
+    assert commands == expected
+    done = curl(*auth, "--list-only", url(live_ftp, "a/b/"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == ["up.bin"]
+
+    partial = tmp_path / "down.bin"
+    partial.write_bytes(payload[:40_000])
+    done = curl(*auth, "-C", "-", "-o", str(partial), url(live_ftp, "a/b/up.bin"))
+    assert done.returncode == 0, done.stderr
+    assert partial.read_bytes() == payload
+
+    write(os.path.join(home, "resumed.bin"), payload[:30_000])
+    done = curl(*auth, "-C", "-", "-T", str(source), url(live_ftp, "a/b/resumed.bin"))
+    assert done.returncode == 0, done.stderr
+    assert read(os.path.join(home, "resumed.bin")) == payload
+
+    tail = tmp_path / "tail.bin"
+    tail.write_bytes(b"appended tail")
+    done = curl(*auth, "--append", "-T", str(tail), url(live_ftp, "a/b/up.bin"))
+    assert done.returncode == 0, done.stderr
+    assert read(os.path.join(home, "up.bin")) == payload + b"appended tail"
+
+    received = recorder.wait_for("ftp_file_received", 3)
+    assert [(e["ftp_path"], e["size"]) for e in received] == [
+        ("/a/b/up.bin", 120_000),
+        ("/a/b/resumed.bin", 90_000),
+        ("/a/b/up.bin", 13),
+    ]
+    (sent,) = recorder.wait_for("ftp_file_sent")
+    assert (sent["ftp_path"], sent["size"]) == ("/a/b/up.bin", 80_000)
+
+
 # --- lftp, plain FTP
 
 
