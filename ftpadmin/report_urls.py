@@ -16,5 +16,6 @@ app_name = "ftpadmin"
 urlpatterns = [
     path("transfers/", views.transfers_report, name="transfers"),
     path("transfers/csv/", views.transfers_csv, name="transfers_csv"),
+    path("transfers/csv-excel/", views.transfers_excel_csv, name="transfers_excel_csv"),
     path("transfers/xferlog/", views.transfers_xferlog, name="transfers_xferlog"),
 ]

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 
-from ftpadmin.exports import csv_lines, xferlog_lines
+from ftpadmin.exports import csv_lines, excel_csv_lines, xferlog_lines
 from ftpadmin.filters import TransferFilterSet, transfers
 from ftpadmin.paginators import KnownCountPaginator
 from ftpadmin.totals import overall_totals, per_user_totals
@@ -78,6 +78,13 @@ def _stream(request, lines, content_type, extension):
 @permission_required(VIEW_PERMISSION, raise_exception=True)
 def transfers_csv(request):
     return _stream(request, csv_lines, "text/csv; charset=utf-8", "csv")
+
+
+@never_cache
+@staff_member_required
+@permission_required(VIEW_PERMISSION, raise_exception=True)
+def transfers_excel_csv(request):
+    return _stream(request, excel_csv_lines, "text/csv; charset=utf-8", "csv")
 
 
 @never_cache

@@ -25,6 +25,8 @@ T0 = datetime.datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 CHANGELIST = reverse("admin:ftpserver_core_auditevent_changelist")
 EXPORT = reverse("admin:ftpserver_core_auditevent_export")
 EXPORT_FIELDS = AuditEventResource().get_export_order()
+# The export form's choices, by position: see AuditEventAdmin.export_formats.
+CSV_FORMAT, EXCEL_CSV_FORMAT, XLSX_FORMAT, JSON_FORMAT = "0", "1", "2", "3"
 
 
 def event(**fields):
@@ -408,7 +410,7 @@ def test_capped_paginator_counts_exactly_below_the_cap(rows):
 # Exports --------------------------------------------------------------------------
 
 
-def _export(client, query="", fmt="0", items=None):
+def _export(client, query="", fmt=CSV_FORMAT, items=None):
     data = {"format": fmt, "resource": "0"}
     data |= {f"auditeventresource_{name}": "on" for name in EXPORT_FIELDS}
     if items is not None:
@@ -480,12 +482,15 @@ def test_export_csv_unfiltered_is_every_row(admin_client, rows):
 
 
 def test_export_xlsx(admin_client, rows):
-    response = _export(admin_client, "time__year=2026&time__month=3", fmt="1")
+    response = _export(admin_client, "time__year=2026&time__month=3", fmt=XLSX_FORMAT)
     sheet = openpyxl.load_workbook(io.BytesIO(response.content)).active
     header, *data = [[c.value for c in row] for row in sheet.iter_rows()]
-    assert header == list(EXPORT_FIELDS)
-    records = [dict(zip(header, values, strict=True)) for values in data]
+    # Labelled for people; the cells in the order of the fields.
+    assert header == [AuditEventResource.field_label(f) for f in EXPORT_FIELDS]
+    records = [dict(zip(EXPORT_FIELDS, values, strict=True)) for values in data]
     for r in records:
+        # A date-time cell, in TIME_ZONE (UTC here).
+        r["time"] = r["time"].replace(tzinfo=UTC).isoformat()
         for key in ("username", "group", "session_id", "ftp_path", "path"):
             r[key] = r[key] or ""
         for key in ("ftp_path_to", "path_to", "reason", "node", "sha256", "network"):
@@ -498,18 +503,18 @@ def test_export_xlsx_keeps_formulas_as_text(admin_client, db):
     AuditEvent.objects.bulk_create(
         [event(event="upload", ftp_path='=HYPERLINK("http://example.invalid")')]
     )
-    response = _export(admin_client, fmt="1")
+    response = _export(admin_client, fmt=XLSX_FORMAT)
     sheet = openpyxl.load_workbook(io.BytesIO(response.content)).active
     header = [c.value for c in sheet[1]]
-    cell = sheet.cell(row=2, column=header.index("ftp_path") + 1)
+    cell = sheet.cell(row=2, column=header.index("Path") + 1)
     assert cell.value == '=HYPERLINK("http://example.invalid")'
     assert cell.data_type == "s"
 
 
 def test_export_json(admin_client, rows):
-    response = _export(admin_client, "event__exact=upload_incomplete", fmt="2")
+    response = _export(admin_client, "event__exact=upload_incomplete", fmt=JSON_FORMAT)
     assert json.loads(response.content) == _db_rows(event="upload_incomplete")
-    response = _export(admin_client, "success__exact=0", fmt="2")
+    response = _export(admin_client, "success__exact=0", fmt=JSON_FORMAT)
     (record,) = json.loads(response.content)
     assert record["reason"] == "bad_credentials"
     assert record["success"] is False
@@ -589,7 +594,7 @@ def test_export_csv_escapes_formulas_that_a_client_chose(admin_client, db):
         [event(event="login_failed", username=name, success=False) for name in FORMULAS]
         + [event(event="login_failed", username="plain-name", success=False)]
     )
-    response = _export(admin_client, fmt="0")
+    response = _export(admin_client, fmt=CSV_FORMAT)
     records = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert sorted(r["username"] for r in records) == sorted(
         ["'" + name for name in FORMULAS] + ["plain-name"]

@@ -760,7 +760,7 @@ def test_the_audit_export_has_the_network(admin_client, db):
     add_ban(admin_client, network="203.0.113.99")
     fields = AuditEventResource().get_export_order()
     assert fields[-1] == "network"
-    data = {"format": "2", "resource": "0"}
+    data = {"format": "3", "resource": "0"}  # JSON: CSV, CSV (Excel), XLSX, JSON
     data |= {f"auditeventresource_{name}": "on" for name in fields}
     response = admin_client.post(
         reverse("admin:ftpserver_core_auditevent_export"), data

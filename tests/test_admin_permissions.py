@@ -27,6 +27,7 @@ AUDIT = reverse("admin:ftpserver_core_auditevent_changelist")
 REPORTS = [
     reverse("ftpadmin:transfers"),
     reverse("ftpadmin:transfers_csv"),
+    reverse("ftpadmin:transfers_excel_csv"),
     reverse("ftpadmin:transfers_xferlog"),
 ]
 ACCOUNT_PERMISSIONS = [

@@ -17,7 +17,8 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionMixin
 from import_export.formats.base_formats import JSON
 
-from ftpadmin.formats import CSV, XLSX
+from ftpadmin.export_forms import LabelledFieldsExportForm
+from ftpadmin.formats import CSV, XLSX, ExcelCSV
 from ftpadmin.list_filters import GroupListFilter, SessionListFilter, UserListFilter
 from ftpadmin.paginators import CappedCountPaginator
 from ftpadmin.resources import AuditEventResource
@@ -76,7 +77,8 @@ class AuditEventAdmin(ExportActionMixin, admin.ModelAdmin):
     change_list_template = "admin/ftpserver_core/auditevent/change_list.html"
 
     resource_classes = [AuditEventResource]
-    export_formats = [CSV, XLSX, JSON]
+    export_formats = [CSV, ExcelCSV, XLSX, JSON]
+    export_form_class = LabelledFieldsExportForm
     show_change_form_export = False
     #: Exports build the whole file in memory; past this many rows the
     #: streaming CSV of the transfers report is the way.

@@ -1,11 +1,12 @@
-"""The audit trail as CSV, XLSX and JSON (export only)."""
+"""The audit trail as CSV, CSV (Excel), XLSX and JSON (export only)."""
 
 from django.utils.translation import gettext_lazy as _
 from import_export import fields, resources, widgets
 
 from ftpserver_core.models import AuditEvent
 
-from .widgets import IsoDateTimeWidget
+from .labels import VerboseLabelsMixin
+from .widgets import LocalDateTimeWidget
 
 
 def _native(name, widget_class):
@@ -20,12 +21,18 @@ def _native(name, widget_class):
     )
 
 
-class AuditEventResource(resources.ModelResource):
-    """Every column of an audit record; export only."""
+class AuditEventResource(VerboseLabelsMixin, resources.ModelResource):
+    """Every column of an audit record; export only.
+
+    Times are datetimes in ``TIME_ZONE``: ISO 8601 in CSV and JSON, date-time
+    cells in XLSX. Columns are labelled with the fields' verbose names.
+    """
+
+    labels = {"id": _("ID"), "account_id": _("Account ID")}
 
     id = _native("id", widgets.IntegerWidget)
     time = fields.Field(
-        attribute="time", column_name="time", widget=IsoDateTimeWidget()
+        attribute="time", column_name="time", widget=LocalDateTimeWidget()
     )
     # The raw id: following the loose foreign key would cost a query per row,
     # and fail for deleted accounts.
