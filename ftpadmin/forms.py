@@ -27,18 +27,19 @@ QUOTA_FIELDS = [
 ]
 ACCOUNT_FIELDS = ACCESS_FIELDS + LIMIT_FIELDS + QUOTA_FIELDS
 
-# Binary multiples, as filesizeformat shows sizes in the lists ("10.0 MB" is
-# 10 x 1024 x 1024 bytes): K, KB and KiB are all 1024.
+# One convention everywhere, Django's filesizeformat: "10.0 MB" in a list is
+# 10 x 1024 x 1024 bytes, and so is "10 MB" in a form. K, KB and KiB are all
+# 1024 when typed.
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(
     r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?:i?b)?(?:/s)?\s*$",
     re.IGNORECASE,
 )
-_SHOWN = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+_SHOWN = [("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)]
 
 
 def parse_size(text):
-    """Return ``text`` (``1048576``, ``500 KiB``, ``10M``, ``1.5 GB``) in bytes.
+    """Return ``text`` (``1048576``, ``500 KB``, ``10M``, ``1.5 GiB``) in bytes.
 
     Raise ValueError when it is not a size.
     """
@@ -51,7 +52,11 @@ def parse_size(text):
 
 
 def show_size(value):
-    """Return a byte count as typed back in the form: ``10 MiB`` when exact."""
+    """Return a byte count as typed back in the form: ``10 MB`` when exact.
+
+    The units are filesizeformat's (``MB`` is 1024 x 1024 bytes), so that a
+    form and the lists say the same.
+    """
     for unit, factor in _SHOWN:
         if value and value % factor == 0:
             return f"{value // factor} {unit}"
@@ -59,10 +64,10 @@ def show_size(value):
 
 
 class SizeField(forms.IntegerField):
-    """A number of bytes, typed as bytes or with a binary unit (500 KiB, 10 MiB)."""
+    """A number of bytes, typed as bytes or with a unit (500 KB, 10 MB: 1024s)."""
 
     #: What an error says was expected.
-    example = _("a size such as 1048576, 500 KiB, 10 MiB or 2 GiB, or blank")
+    example = _("a size such as 1048576, 500 KB, 10 MB or 2 GB, or blank")
 
     def __init__(self, *, widget=None, **kwargs):
         # The admin would give a number input, which refuses units.
@@ -87,32 +92,32 @@ class SizeField(forms.IntegerField):
 
 
 class RateField(SizeField):
-    """Bytes per second, typed as bytes or with a binary unit (2 MiB, 500K/s)."""
+    """Bytes per second, typed as bytes or with a unit (2 MB, 500K/s)."""
 
-    example = _("a rate such as 2 MiB (per second), 500 KiB or 1048576, or blank")
+    example = _("a rate such as 2 MB (per second), 500 KB or 1048576, or blank")
 
 
 _UNITS_HELP = _(
-    "Bytes, or with a unit: K, M, G, T are 1024, 1024², … bytes (KiB, MiB; KB "
-    "and MB count the same, as the lists show them)."
+    "Bytes, or with a unit: KB, MB, GB, TB are 1024, 1024², … bytes, as the "
+    "lists show sizes (K, M, KiB, MiB count the same)."
 )
 
 #: Help for the quota and bandwidth fields on the account and group forms.
 QUOTA_HELP = {
     "quota_bytes": format_lazy(
         "{} {}",
-        _("What the home directory may hold in all, e.g. 10 GiB."),
+        _("What the home directory may hold in all, e.g. 10 GB."),
         _UNITS_HELP,
     ),
     "quota_files": _("How many files the home directory may hold, e.g. 10000."),
     "max_upload_size": format_lazy(
-        "{} {}", _("The largest file one upload may write, e.g. 2 GiB."), _UNITS_HELP
+        "{} {}", _("The largest file one upload may write, e.g. 2 GB."), _UNITS_HELP
     ),
     "upload_rate": format_lazy(
         "{} {}",
         _(
             "Upload bandwidth per second, shared by all sessions of the "
-            "account on every server, e.g. 5 MiB."
+            "account on every server, e.g. 5 MB."
         ),
         _UNITS_HELP,
     ),
@@ -120,7 +125,7 @@ QUOTA_HELP = {
         "{} {}",
         _(
             "Download bandwidth per second, shared by all sessions of the "
-            "account on every server, e.g. 5 MiB."
+            "account on every server, e.g. 5 MB."
         ),
         _UNITS_HELP,
     ),
@@ -136,12 +141,51 @@ INHERIT_HELP = {
     "group": _("Blank: none (an account may set its own)."),
 }
 
+#: What None means for an inheritable yes/no, as its select and the lists
+#: call it: an account's follows its group; a group's leaves it to the server.
+INHERIT_LABELS = {
+    "account": _("Inherit from group"),
+    "group": _("Server default"),
+}
+REQUIRE_TLS_HELP = {
+    "account": _(
+        "Refuse logins over plain FTP. Inherit from group: the group's choice; "
+        "without a group, or if the group says Server default, the server's "
+        "(FTPSERVER_TLS_REQUIRED when TLS is on)."
+    ),
+    "group": _(
+        "Refuse logins over plain FTP for the group's accounts (an account may "
+        "choose otherwise). Server default: the server's (FTPSERVER_TLS_REQUIRED "
+        "when TLS is on)."
+    ),
+}
+
+
+class InheritBooleanSelect(forms.NullBooleanSelect):
+    """Yes, No, or what blank means here ("Inherit from group") for "Unknown"."""
+
+    def __init__(self, null_label, attrs=None):
+        super().__init__(attrs)
+        self.choices = [
+            ("unknown", null_label),
+            ("true", _("Yes")),
+            ("false", _("No")),
+        ]
+
+
+def limit_widgets(kind):
+    """The widgets of an ``account`` or ``group`` form's inheritable yes/no fields."""
+    return {"require_tls": InheritBooleanSelect(INHERIT_LABELS[kind])}
+
 
 def quota_help(kind):
-    """The help texts of the quota fields on an ``account`` or ``group`` form."""
+    """The help texts of the limit fields on an ``account`` or ``group`` form."""
     return {
-        name: format_lazy("{} {}", text, INHERIT_HELP[kind])
-        for name, text in QUOTA_HELP.items()
+        **{
+            name: format_lazy("{} {}", text, INHERIT_HELP[kind])
+            for name, text in QUOTA_HELP.items()
+        },
+        "require_tls": REQUIRE_TLS_HELP[kind],
     }
 
 
@@ -254,6 +298,7 @@ class FTPAccountAddForm(SetPasswordMixin, forms.ModelForm):
         fields = ACCOUNT_FIELDS
         field_classes = QUOTA_FIELD_CLASSES
         help_texts = quota_help("account")
+        widgets = limit_widgets("account")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -448,6 +493,7 @@ class FTPAccountForm(forms.ModelForm):
         fields = ACCOUNT_FIELDS
         field_classes = QUOTA_FIELD_CLASSES
         help_texts = quota_help("account")
+        widgets = limit_widgets("account")
 
 
 class FTPGroupForm(forms.ModelForm):
@@ -465,6 +511,7 @@ class FTPGroupForm(forms.ModelForm):
         ]
         field_classes = QUOTA_FIELD_CLASSES
         help_texts = quota_help("group")
+        widgets = limit_widgets("group")
 
 
 class ExpiryField(forms.SplitDateTimeField):

@@ -33,9 +33,14 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "ftpadmin.urls"
+# The standalone suite's site-level templates/ and static/, as in
+# ftpadmin/settings.py (tests/test_admin_polish.py drops them to be a host
+# project).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [os.path.join(_REPO, "templates")],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -65,6 +70,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
+STATICFILES_DIRS = [os.path.join(_REPO, "static")]
 
 # Django's own fast hasher for tests; the benchmarks use the default PBKDF2.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

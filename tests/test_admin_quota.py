@@ -167,12 +167,13 @@ def test_sizes_are_typed_with_units(admin_client, world):
         obj.upload_rate,
         obj.download_rate,
     ) == (10 * MiB, 5000, 1536 * MiB, 500 * 1024, 2 * MiB)
-    # Shown back with the unit, in the "Quota and bandwidth" fieldset.
+    # Shown back with the unit, in the "Quota and bandwidth" fieldset; the
+    # lists' units (filesizeformat's: an MB is 1024 x 1024 bytes).
     html = admin_client.get(change).content.decode()
     assert "Quota and bandwidth" in html
-    assert 'name="quota_bytes" value="10 MiB"' in html
-    assert 'name="max_upload_size" value="1536 MiB"' in html
-    assert 'name="download_rate" value="2 MiB"' in html
+    assert 'name="quota_bytes" value="10 MB"' in html
+    assert 'name="max_upload_size" value="1536 MB"' in html
+    assert 'name="download_rate" value="2 MB"' in html
     assert "Blank: the group" in html
 
 
@@ -183,8 +184,8 @@ def test_a_bad_size_says_what_was_expected(admin_client, world):
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert errors["quota_bytes"] == [
-        "'ten megs' is not a size; expected a size such as 1048576, 500 KiB, "
-        "10 MiB or 2 GiB, or blank."
+        "'ten megs' is not a size; expected a size such as 1048576, 500 KB, "
+        "10 MB or 2 GB, or blank."
     ]
     response = admin_client.post(change, change_data(obj, upload_rate="-5"))
     assert "upload_rate" in response.context["adminform"].form.errors

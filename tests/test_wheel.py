@@ -1,14 +1,18 @@
 """The wheel, as a user gets it: built, installed in a fresh venv, quickstarted.
 
 Proves that the templates, static files and migrations are in the wheel and
-found from site-packages (APP_DIRS and the app-directories static finder), and
-that ``ftpadmin quickstart`` serves the admin with its CSS and the FTP server,
-then stops cleanly on Ctrl-C and on SIGTERM.
+found from site-packages (APP_DIRS and the app-directories static finder),
+that the standalone suite's site-level templates/ and static/ (the admin
+index override, the branding, the favicon) are in it too, as
+``ftpsuite_site/`` beside the packages, found by ftpadmin/settings.py and by
+no host project, and that ``ftpadmin quickstart`` serves the admin with its
+CSS and the FTP server, then stops cleanly on Ctrl-C and on SIGTERM.
 """
 
 import ftplib
 import http.cookiejar
 import io
+import json
 import os
 import re
 import signal
@@ -28,6 +32,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ftpadmin", "ftpserver_core")
+#: The suite's site-level folders and where the wheel puts them.
+SITE = {"templates": "ftpsuite_site/templates", "static": "ftpsuite_site/static"}
 
 pytestmark = pytest.mark.slow
 
@@ -74,19 +80,37 @@ def test_the_wheel_carries_templates_static_files_and_migrations(wheel):
     for package in PACKAGES:
         missing = sorted(set(package_files(package)) - names)
         assert not missing, f"not in {wheel.name}: {missing}"
+    for folder, target in SITE.items():
+        expected = {
+            target + name.removeprefix(folder) for name in package_files(folder)
+        }
+        assert expected, folder
+        missing = sorted(expected - names)
+        assert not missing, f"not in {wheel.name}: {missing}"
     # The files that make the admin look like itself, by name.
     for name in (
-        "ftpadmin/templates/admin/index.html",
+        "ftpsuite_site/templates/admin/index.html",
+        "ftpsuite_site/templates/admin/base_site.html",
+        "ftpsuite_site/static/favicon.svg",
+        "ftpadmin/templates/ftpadmin/admin_index.html",
         "ftpadmin/templates/ftpadmin/transfers.html",
         "ftpadmin/static/ftpadmin/report.css",
         "ftpserver_core/migrations/0001_initial.py",
         "ftpadmin/management/commands/quickstart.py",
     ):
         assert name in names, name
+    # The app overrides no admin template of its own accord.
+    assert "ftpadmin/templates/admin/index.html" not in names
+    assert "ftpadmin/templates/admin/base_site.html" not in names
     # Nothing else: no tests, no docs, no caches.
     top = {name.split("/", 1)[0] for name in names}
     distribution, version = wheel.name.split("-")[:2]
-    assert top == {*PACKAGES, f"{distribution}-{version}.dist-info"}, top
+    assert top == {*PACKAGES, "ftpsuite_site", f"{distribution}-{version}.dist-info"}, (
+        top
+    )
+    assert not any(
+        name.startswith("ftpsuite_site/") for name in names if name.endswith(".py")
+    )
     assert not any(name.endswith(".pyc") for name in names)
     dist_info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheel).read(dist_info).decode()
@@ -270,8 +294,16 @@ def test_quickstart_from_the_installed_wheel(venv, tmp_path):
 
         # The login page, in the admin's look: its CSS is served.
         html, _ = web.page("/admin/login/?next=/admin/")
-        assert "<title>Log in | Django site admin</title>" in html
-        web.assert_stylesheets(html, ["admin/css/base.css", "admin/css/login.css"])
+        assert "<title>Log in | FTP server admin</title>" in html
+        web.assert_stylesheets(
+            html, ["admin/css/base.css", "admin/css/login.css", "branding.css"]
+        )
+        # The favicon, from the wheel's ftpsuite_site/static/.
+        favicon = re.search(r'<link rel="icon" href="([^"]+)"', html)
+        assert favicon and favicon[1] == "/static/favicon.svg", html[:1500]
+        status, headers, body, _ = web.get(favicon[1])
+        assert status == 200 and headers.get_content_type() == "image/svg+xml"
+        assert body.lstrip().startswith(b"<svg")
         # A file that is not there is a 404, not a page: the check can fail.
         with pytest.raises(urllib.error.HTTPError) as missing:
             web.get("/static/ftpadmin/no-such.css")
@@ -290,7 +322,10 @@ def test_quickstart_from_the_installed_wheel(venv, tmp_path):
         )
         assert url.endswith("/admin/"), url
         assert "Site administration" in html
-        assert 'id="ftpadmin-reports"' in html, "ftpadmin's index.html not found"
+        # The suite's index override, from the wheel's ftpsuite_site/templates/.
+        assert 'id="ftpadmin-reports"' in html, "the suite's admin/index.html not found"
+        assert 'id="ftpadmin-dashboard"' in html
+        assert "View site" not in html
         # ftpadmin's own template and static file.
         html, _ = web.page("/admin/ftp-reports/transfers/")
         assert 'id="transfer-totals"' in html
@@ -334,3 +369,81 @@ def test_quickstart_from_the_installed_wheel(venv, tmp_path):
         assert "Traceback" not in again.text(), again.text()
     finally:
         again.kill()
+
+
+# --- the site-level files: the suite's, not a host project's --------------------
+
+SITE_PROBE = """
+import json, os, sys
+from pathlib import Path
+import django
+from django.conf import settings
+if sys.argv[1] == "host":
+    # A project that installs the apps, as the README says: no DIRS.
+    settings.configure(
+        INSTALLED_APPS=[
+            "ftpadmin", "ftpserver_core", "django.contrib.admin",
+            "django.contrib.auth", "django.contrib.contenttypes",
+            "django.contrib.sessions", "django.contrib.messages",
+            "django.contrib.staticfiles", "import_export", "django_filters",
+        ],
+        TEMPLATES=[{
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "APP_DIRS": True,
+        }],
+        STATIC_URL="static/",
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
+                               "NAME": ":memory:"}},
+    )
+django.setup()
+from django.contrib.staticfiles import finders
+from django.template.loader import get_template
+import ftpadmin
+favicon = finders.find("favicon.svg")
+print(json.dumps({
+    "index": get_template("admin/index.html").origin.name,
+    "base_site": get_template("admin/base_site.html").origin.name,
+    "opt_in": get_template("ftpadmin/admin_index.html").origin.name,
+    "favicon": favicon,
+    "package": str(Path(ftpadmin.__file__).parent),
+}))
+"""
+
+
+def probe(venv, tmp_path, kind):
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "FTPADMIN_DATA_DIR": str(tmp_path / "data"),
+    }
+    if kind == "suite":
+        env["DJANGO_SETTINGS_MODULE"] = "ftpadmin.settings"
+    done = run(venv / "bin" / "python", "-c", SITE_PROBE, kind, cwd=tmp_path, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_site_files_come_from_the_wheel_and_only_to_the_suite(venv, tmp_path):
+    suite = probe(venv, tmp_path, "suite")
+    site_packages = Path(suite["package"]).parent
+    assert str(site_packages).startswith(str(venv)), suite
+    site = site_packages / "ftpsuite_site"
+    # The standalone suite: the index override, the branding and the favicon
+    # from the installed ftpsuite_site/, never from the checkout.
+    assert suite["index"] == str(site / "templates" / "admin" / "index.html"), suite
+    assert suite["base_site"] == str(site / "templates" / "admin" / "base_site.html")
+    assert suite["favicon"] == str(site / "static" / "favicon.svg"), suite
+    assert (site / "static" / "favicon.svg").read_bytes() == (
+        REPO_ROOT / "static" / "favicon.svg"
+    ).read_bytes()
+
+    # A host project with the same wheel: Django's own index and branding, no
+    # favicon of ours; the dashboard is there to opt in to.
+    host = probe(venv, tmp_path, "host")
+    admin_templates = "django/contrib/admin/templates/admin/"
+    assert host["index"].endswith(admin_templates + "index.html"), host
+    assert host["base_site"].endswith(admin_templates + "base_site.html"), host
+    assert host["favicon"] is None, host
+    assert host["opt_in"] == str(
+        Path(host["package"]) / "templates" / "ftpadmin" / "admin_index.html"
+    )

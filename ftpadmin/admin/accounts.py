@@ -30,6 +30,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV as ImportCSV
 
+from ftpadmin.admin.inherit import (
+    AccountInheritFilter,
+    GroupInheritFilter,
+    inherit_display,
+)
 from ftpadmin.formats import CSV, XLSX
 from ftpadmin.forms import (
     ACCESS_FIELDS,
@@ -60,7 +65,8 @@ from ftpserver_core.policy import LoginRefused, resolve_policy
 USERNAME = f"user__{get_user_model().USERNAME_FIELD}"
 EXPIRING_SOON = datetime.timedelta(days=7)
 QUOTA_DESCRIPTION = _(
-    "Sizes and rates take a unit (500 KiB, 10 MiB, 2 GiB) or a plain number of "
+    "Sizes and rates take a unit (500 KB, 10 MB, 2 GB; 1024s, as the lists "
+    "show sizes) or a plain number of "
     "bytes. The quota counts what the home directory holds; bandwidth limits "
     "are shared by all of an account's sessions on every server. A change "
     "applies from the account's next login."
@@ -88,11 +94,11 @@ class FTPUserGroupAdmin(admin.ModelAdmin):
         "name",
         "permission",
         "home_directory",
-        "require_tls",
+        "tls_required",
         "max_sessions",
         "account_count",
     ]
-    list_filter = ["require_tls", "home_directory"]
+    list_filter = [("require_tls", GroupInheritFilter), "home_directory"]
     list_select_related = ["home_directory"]
     search_fields = ["name", "description"]
     ordering = ["name"]
@@ -113,6 +119,10 @@ class FTPUserGroupAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         # The account count of every row in the same query (no query per row).
         return super().get_queryset(request).annotate(account_count=Count("accounts"))
+
+    @admin.display(description=_("require TLS"), ordering="require_tls")
+    def tls_required(self, obj):
+        return inherit_display(obj.require_tls, "group")
 
     @admin.display(description=_("accounts"), ordering="account_count")
     def account_count(self, obj):
@@ -197,6 +207,24 @@ def yes_no(value):
     return gettext("yes") if value else gettext("no")
 
 
+def folder_note(state):
+    """Say what becomes of a directory rule's folder (a FOLDER_STATES value)."""
+    if state == "exists":
+        return gettext("exists")
+    if state == "created_at_login":
+        return gettext("does not exist; created at the next login")
+    if state == "blocked":
+        return gettext(
+            "does not exist and will not be created: a link or a file is in "
+            "its way, or it is outside the home"
+        )
+    option = HomeDirectory._meta.get_field("create_on_login").verbose_name
+    return gettext(
+        "does not exist and will not be created: the home is not created at "
+        'login (create the folder on the server, or set the home\'s "%(option)s")'
+    ) % {"option": option}
+
+
 def render_policy(account):
     """HTML of what the server applies at the account's next login.
 
@@ -268,17 +296,18 @@ def render_policy(account):
         parts.append(
             format_html(
                 '<table class="ftp-policy-rules"><thead><tr><th>{}</th><th>{}</th>'
-                "<th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody>"
-                "</table>",
+                "<th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>"
+                "<tbody>{}</tbody></table>",
                 gettext("Directory"),
                 gettext("Permission"),
                 gettext("Recursive"),
                 gettext("Source"),
                 gettext("Rule path"),
+                gettext("Folder"),
                 format_html_join(
                     "",
                     '<tr class="ftp-policy-rule"><td>{}</td><td>{}</td><td>{}</td>'
-                    "<td>{}</td><td>{}</td></tr>",
+                    '<td>{}</td><td>{}</td><td class="ftp-rule-folder {}">{}</td></tr>',
                     (
                         (
                             rule.path,
@@ -286,8 +315,10 @@ def render_policy(account):
                             yes_no(rule.recursive),
                             rule.source,
                             rule.template,
+                            f"ftp-rule-folder-{state}",
+                            folder_note(state),
                         )
-                        for rule in policy.rules
+                        for rule, _folder, state in policy.rule_folder_states()
                     ),
                 ),
             )
@@ -306,14 +337,14 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
         "is_enabled",
         "expires_at",
         "quota",
-        "last_login_at",
-        "last_login_ip",
+        # Time and address in one column: the list fits 1280 pixels.
+        "last_login",
     ]
     list_filter = [
         "is_enabled",
         ExpiryListFilter,
         "group",
-        "require_tls",
+        ("require_tls", AccountInheritFilter),
         QuotaUsageFilter,
     ]
     # Everything resolve_policy reads for the permission column: no query per row.
@@ -404,6 +435,18 @@ class FTPUserAccountAdmin(ImportExportModelAdmin):
     @admin.display(description=_("username"), ordering=USERNAME)
     def username(self, obj):
         return obj.user.get_username()
+
+    @admin.display(description=_("last FTP login"), ordering="last_login_at")
+    def last_login(self, obj):
+        if obj.last_login_at is None and not obj.last_login_ip:
+            return "-"
+        return format_html(
+            '{}<span class="ftp-last-login-ip quiet">{}</span>',
+            localize(timezone.localtime(obj.last_login_at))
+            if obj.last_login_at
+            else "-",
+            obj.last_login_ip or "",
+        )
 
     @admin.display(description=_("quota usage"), ordering="quota_used")
     def quota(self, obj):

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.utils.module_loading import module_has_submodule
 from django.utils.translation import gettext_lazy as _
 
-from ftpadmin.forms import ACCOUNT_FIELDS, may_attach_account
+from ftpadmin.forms import ACCOUNT_FIELDS, FTPAccountForm, may_attach_account
 from ftpserver_core.models import FTPUserAccount
 
 
@@ -25,6 +25,8 @@ class FTPAccountInline(admin.StackedInline):
     extra = 0
     max_num = 1
     show_change_link = True
+    # The account page's form: sizes with units, "Inherit from group".
+    form = FTPAccountForm
     verbose_name = _("FTP account")
     verbose_name_plural = _("FTP account")
     fields = [*ACCOUNT_FIELDS, "last_login_at", "last_login_ip"]

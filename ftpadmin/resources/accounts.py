@@ -216,60 +216,28 @@ class FTPUserAccountResource(resources.ModelResource):
             raise ValidationError(errors)
 
     def _import_user(self, account, row, errors, kwargs):
-        """Find or prepare the Django user of the row; record what to save."""
+        """Find or prepare the Django user of the row; record what to save.
+
+        A username in error still has its email and password checked (against
+        a stand-in user of that name), so that the row shows every error at
+        once rather than the password's only once the username is fixed.
+        """
         number = kwargs.get("row_number")
-        username = text(row.get("username"))
-        if not username:
-            errors["username"] = [_("A username is required.")]
+        user, new = self._find_user(account, row, errors, kwargs)
+        if user is None:
+            stand_in = self.user_model(
+                **{self.username_field: text(row.get("username"))}
+            )
+            self._check_email(stand_in, row, errors)
+            # Whether a blank password would do depends on the user: unknown.
+            self._read_password(stand_in, False, number, errors)
             return
-        others = [n for n in self._rows_of.get(username, ()) if n != number]
-        if others:
-            errors["username"] = [
-                _(
-                    "Username %(username)r is also in row(s) %(rows)s; expected each "
-                    "username once in the file."
-                )
-                % {"username": username, "rows": ", ".join(map(str, others))}
-            ]
-            return
-        if not account._state.adding:
-            user, new = account.user, False
-        else:
-            username = self.user_model.normalize_username(username)
-            user = self.user_model._default_manager.filter(
-                **{self.username_field: username}
-            ).first()
-            new = user is None
-            if new:
-                problem = self._check_new_username(username)
-                if problem:
-                    errors["username"] = [problem]
-                    return
-                user = self.user_model(**{self.username_field: username})
-            elif not may_attach_account(kwargs.get("user"), user):
-                # A blank password keeps theirs: the admin password on FTP.
-                errors["username"] = [
-                    ATTACH_STAFF_ERROR % {"username": user.get_username()}
-                ]
-                return
-            account.user = user
 
         changes = {}
-        email = text(row.get("email")) if "email" in row else ""
-        if email and self.email_field is not None:
-            try:
-                email = self.email_field.clean(email, user)
-            except ValidationError:
-                errors["email"] = [
-                    _(
-                        "%(value)r is not an email address; expected e.g. alice@example.com."
-                    )
-                    % {"value": email}
-                ]
-            else:
-                if email != getattr(user, self.email_field.name):
-                    changes["email"] = email
-                    setattr(user, self.email_field.name, email)
+        email = self._check_email(user, row, errors)
+        if email and email != getattr(user, self.email_field.name):
+            changes["email"] = email
+            setattr(user, self.email_field.name, email)
 
         password = self._read_password(user, new, number, errors)
         if password is not None:
@@ -280,10 +248,66 @@ class FTPUserAccountResource(resources.ModelResource):
                     "%(username)r is a staff user: setting the password or email of "
                     "a staff user needs the permission to change users."
                 )
-                % {"username": username}
+                % {"username": user.get_username()}
             ]
         # Saved by before_save_instance once the whole row is valid.
         account._ftp_pending = (user, new, changes)
+
+    def _find_user(self, account, row, errors, kwargs):
+        """Return (user, new) for the row, or (None, None) with the username's error.
+
+        A new user is made but not saved; the account gets it as its user.
+        """
+        number = kwargs.get("row_number")
+        username = text(row.get("username"))
+        if not username:
+            errors["username"] = [_("A username is required.")]
+            return None, None
+        others = [n for n in self._rows_of.get(username, ()) if n != number]
+        if others:
+            errors["username"] = [
+                _(
+                    "Username %(username)r is also in row(s) %(rows)s; expected each "
+                    "username once in the file."
+                )
+                % {"username": username, "rows": ", ".join(map(str, others))}
+            ]
+            return None, None
+        if not account._state.adding:
+            return account.user, False
+        username = self.user_model.normalize_username(username)
+        user = self.user_model._default_manager.filter(
+            **{self.username_field: username}
+        ).first()
+        new = user is None
+        if new:
+            problem = self._check_new_username(username)
+            if problem:
+                errors["username"] = [problem]
+                return None, None
+            user = self.user_model(**{self.username_field: username})
+        elif not may_attach_account(kwargs.get("user"), user):
+            # A blank password keeps theirs: the admin password on FTP.
+            errors["username"] = [
+                ATTACH_STAFF_ERROR % {"username": user.get_username()}
+            ]
+            return None, None
+        account.user = user
+        return user, new
+
+    def _check_email(self, user, row, errors):
+        """Return the row's email, cleaned; "" when blank, None when in error."""
+        email = text(row.get("email")) if "email" in row else ""
+        if not email or self.email_field is None:
+            return ""
+        try:
+            return self.email_field.clean(email, user)
+        except ValidationError:
+            errors["email"] = [
+                _("%(value)r is not an email address; expected e.g. alice@example.com.")
+                % {"value": email}
+            ]
+            return None
 
     @staticmethod
     def _check_home(account, errors):
