@@ -138,7 +138,11 @@ DEFAULTS = {
     "ANONYMOUS_MAX_SESSIONS_PER_ADDRESS": 2,
     # Download limit of all anonymous sessions together, bytes/s (None: none).
     "ANONYMOUS_DOWNLOAD_RATE": None,
-    # Greeting sent on connect (220 reply). Says nothing about the version.
+    # Greeting sent on connect (220 reply), one line. Says nothing about the
+    # version. Left unset, a FTPSERVER_HANDLER subclass's own banner stays
+    # (so do its timeout, max_login_attempts, auth_failed_timeout and
+    # permit_foreign_addresses against TIMEOUT, MAX_LOGIN_ATTEMPTS,
+    # AUTH_FAILED_DELAY and PERMIT_FOREIGN_ADDRESSES left unset).
     "BANNER": "FTP server ready.",
     # Written with the server's PID at start, removed at exit.
     "PIDFILE": None,
@@ -161,7 +165,8 @@ DEFAULTS = {
     # A root may be a service's own directory below /var (/var/lib/app/homes),
     # which homes may then use.
     "HOME_ROOTS": None,
-    # Mode of home directories created on first login.
+    # Mode of home directories created on first login (in the environment:
+    # octal digits, FTPSERVER_HOME_DIR_MODE=750).
     "HOME_DIR_MODE": 0o750,
     # Processes accepting on the same port, each with its own IO loop (prefork).
     "WORKERS": 1,
@@ -266,6 +271,10 @@ class Settings:
         value = getattr(django_settings, self.prefix + name, DEFAULTS[name])
         self.__dict__[name] = value
         return value
+
+    def is_set(self, name):
+        """Return True when the project's settings name ``FTPSERVER_<name>``."""
+        return hasattr(django_settings, self.prefix + name)
 
     def as_dict(self):
         """Return every setting with its current value."""

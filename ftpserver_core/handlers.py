@@ -457,6 +457,18 @@ class DjangoHandlerMixin(LoginMixin):
             )
         return result
 
+    def ftp_MLSD(self, path):
+        # pyftpdlib answers 501 for any path that is not a directory. RFC 3659
+        # means a file by it; a path that is not there is a 550, as for LIST,
+        # and clients (rclone) take a 501 for a fatal error where 550 means
+        # "create it first". stat follows links: a dangling one is missing too.
+        try:
+            self.fs.stat(path)
+        except (OSError, FilesystemError) as err:
+            self.respond(f"550 {quoted(self.fs.sent_path(path))}: {strerror(err)}.")
+            return None
+        return super().ftp_MLSD(path)
+
     def _succeeded(self):
         return self._last_response[:1] == "2"
 
@@ -866,7 +878,16 @@ if tls.available:
 
 else:
 
-    def __getattr__(name):
-        if name == "DjangoTLS_FTPHandler":
+    class DjangoTLS_FTPHandler(DjangoFTPHandler):  # noqa: N801
+        """Stands in for the FTPS handler without pyOpenSSL.
+
+        A project may subclass it whether TLS is on or not; only serving with
+        it fails (the checks refuse it as a handler, E006, and a certificate,
+        E004), with the sentence that says what to install.
+        """
+
+        missing_extra = tls.MISSING
+        implicit_tls = False
+
+        def __init__(self, *args, **kwargs):
             raise ImproperlyConfigured(tls.MISSING)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

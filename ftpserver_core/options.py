@@ -52,10 +52,23 @@ def parse_address(value, default_host):
     return host, parse_port(match["port"])
 
 
+def parse_host(value):
+    """Return ``value`` if it is a host name or address (text)."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise OptionError(
+            "HOST",
+            f"{value!r} is not a host name or address; expected e.g. "
+            "'127.0.0.1', '0.0.0.0' or 'ftp.example.com'.",
+        )
+    return value.strip()
+
+
 def parse_port(value, name="PORT"):
     """Return ``value`` as a TCP port (0 picks a free one)."""
     try:
         port = int(value)
+        if isinstance(value, bool) or (isinstance(value, float) and value != port):
+            port = -1
     except (TypeError, ValueError):
         port = -1
     if not 0 <= port <= 65535:
@@ -183,6 +196,11 @@ def _positive(name, value, *, number=int, allow_none=False, allow_zero=False):
         ok = result > 0 or (allow_zero and result == 0)
     except (TypeError, ValueError):
         ok = False
+    # True is not 1 second, and 2.5 workers is not 2.
+    if isinstance(value, bool) or (
+        number is int and isinstance(value, float) and not value.is_integer()
+    ):
+        ok = False
     if not ok:
         raise OptionError(
             name,
@@ -193,10 +211,23 @@ def _positive(name, value, *, number=int, allow_none=False, allow_zero=False):
     return result
 
 
-def _readable_file(name, value):
-    if value is None:
+def _path(name, value):
+    """Return ``value`` as a path (text), or None."""
+    if value is None or value == "":
         return None
-    path = os.fspath(value)
+    try:
+        path = os.fspath(value)
+    except TypeError:
+        path = None
+    if not isinstance(path, str) or "\x00" in path:
+        raise OptionError(name, f"{value!r} is not a file path; expected text or None.")
+    return path
+
+
+def _readable_file(name, value):
+    path = _path(name, value)
+    if path is None:
+        return None
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise OptionError(name, f"{path!r} is not a readable file.")
     return path
@@ -247,11 +278,20 @@ def _handler_class(name, dotted):
     try:
         cls = import_string(dotted) if isinstance(dotted, str) else dotted
     except ImportError as exc:
-        raise OptionError(name, f"{dotted!r} cannot be imported: {exc}") from None
+        raise OptionError(
+            name,
+            f"{dotted!r} cannot be imported ({exc}); expected the dotted path of "
+            "an FTPHandler subclass, such as "
+            "'ftpserver_core.handlers.DjangoFTPHandler'.",
+        ) from None
     except Exception as exc:  # ImproperlyConfigured from a missing extra
         raise OptionError(name, f"{dotted!r} cannot be used: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, FTPHandler)):
         raise OptionError(name, f"{dotted!r} is not a pyftpdlib FTPHandler subclass.")
+    # The FTPS handler's stand-in when pyOpenSSL is missing (handlers.py).
+    missing = getattr(cls, "missing_extra", None)
+    if missing:
+        raise OptionError(name, f"{dotted!r} cannot be used: {missing}")
     return cls
 
 
@@ -299,6 +339,10 @@ class ServerOptions:
     log_format: str
     listeners: tuple = ()
     proxy_timeout: float = 5.0
+    # The fields the project set (its FTPSERVER_* settings, the command's
+    # options); the others hold defaults, which a handler class's own
+    # attributes win over (servers.build_handler_class).
+    explicit: frozenset = frozenset()
 
     @property
     def tls(self):
@@ -336,6 +380,9 @@ class ServerOptions:
         raw = {name.lower(): value for name, value in settings.as_dict().items()}
         raw.update({k: v for k, v in overrides.items() if v is not None})
         values, errors = {}, []
+        values["explicit"] = frozenset(
+            name.lower() for name in settings.as_dict() if settings.is_set(name)
+        ) | {k for k, v in overrides.items() if v is not None}
 
         def check(key, parse, *args):
             try:
@@ -343,7 +390,7 @@ class ServerOptions:
             except OptionError as exc:
                 errors.append(exc)
 
-        check("host", lambda v: str(v), raw["host"])
+        check("host", parse_host, raw["host"])
         check("port", parse_port, raw["port"])
         check("passive_ports", parse_passive_ports, raw["passive_ports"])
         check("masquerade_address", parse_masquerade, raw["masquerade_address"])
@@ -390,7 +437,7 @@ class ServerOptions:
             raw["login_grace"],
         )
         values["banner"] = str(raw["banner"])
-        values["pidfile"] = os.fspath(raw["pidfile"]) if raw["pidfile"] else None
+        check("pidfile", _path, "PIDFILE", raw["pidfile"])
         check(
             "auth_workers",
             lambda v: _positive("AUTH_WORKERS", v, allow_none=True),
@@ -478,6 +525,13 @@ class ServerOptions:
                         errors.append(OptionError("CERTFILE", str(exc)))
         else:
             check("handler", _handler_class, "HANDLER", raw["handler"])
+            # Unused without a certificate, and fine then without pyOpenSSL;
+            # a typo is still said before TLS is turned on.
+            try:
+                _handler_class("TLSHANDLER", raw["tlshandler"])
+            except OptionError as exc:
+                if tls.MISSING not in exc.message:
+                    errors.append(exc)
         return values, errors
 
 
@@ -489,6 +543,20 @@ def _collect_listeners(raw, overrides, values, errors):
 
     if "host" not in values or "port" not in values:
         return  # their own errors are reported
+    for name, kinds in (
+        ("listeners", (str, list, tuple, dict)),
+        ("proxy_trusted", (str, list, tuple)),
+    ):
+        if raw[name] is not None and not isinstance(raw[name], kinds):
+            errors.append(
+                OptionError(
+                    name.upper(),
+                    f"{raw[name]!r} is not valid; expected a list of "
+                    f"{'listeners' if name == 'listeners' else 'networks'} or a "
+                    "string of them.",
+                )
+            )
+            return
     try:
         trusted = parse_networks(raw["proxy_trusted"])
         listeners = parse_listeners(

@@ -48,6 +48,26 @@ def build_data_channel_class(base, options, ssl_context=None):
     return type(base.__name__, (base,), attrs)
 
 
+# pyftpdlib's class attributes that a project's handler subclass may set
+# itself, and the option of each: a setting the project left unset does not
+# override the class (its own banner stays).
+CLASS_OPTIONS = {
+    "banner": "banner",
+    "timeout": "timeout",
+    "max_login_attempts": "max_login_attempts",
+    "auth_failed_timeout": "auth_failed_delay",
+    "permit_foreign_addresses": "permit_foreign_addresses",
+}
+
+
+def _project_sets(cls, name):
+    """Return True when a class of the project (not pyftpdlib's nor ours) sets ``name``."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return not klass.__module__.startswith(("pyftpdlib.", "ftpserver_core."))
+    return False
+
+
 def build_handler_class(
     options, worker_pool, digest_pool=None, state=None, listener=None, authorizer=None
 ):
@@ -86,6 +106,9 @@ def build_handler_class(
         "login_grace": options.login_grace,
         "logins_per_address": options.logins_per_address,
     }
+    for attr, field in CLASS_OPTIONS.items():
+        if field not in options.explicit and _project_sets(base, attr):
+            del attrs[attr]
     shared_context = None
     if options.tls and options.tls_require_session_reuse:
         # One context, so one session cache, for both channels.

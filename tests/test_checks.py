@@ -201,9 +201,16 @@ def test_default_home_none_is_fine():
     assert ftp_issues(FTPSERVER_DEFAULT_HOME=None) == []
 
 
-def test_debug_gives_a_warning_not_an_error():
-    issues = ftp_issues(DEBUG=True)
-    assert [i.id for i in issues] == ["ftpserver_core.W001"]
+def test_debug_gives_a_deployment_warning_not_an_error():
+    # Not from every command (a fresh startproject has DEBUG on): from
+    # ``check --deploy`` and the ftpserver command (tests/test_developer.py).
+    assert ftp_issues(DEBUG=True) == []
+    with override_settings(DEBUG=True):
+        issues = checks.run_checks(
+            tags=["ftpserver_deploy"], include_deployment_checks=True
+        )
+    issues = [i for i in issues if i.id == "ftpserver_core.W001"]
+    assert len(issues) == 1
     warning = issues[0]
     assert isinstance(warning, checks.Warning)
     assert warning.level == checks.WARNING
@@ -213,6 +220,7 @@ def test_debug_gives_a_warning_not_an_error():
 
 def test_debug_off_gives_no_warning():
     assert ftp_issues(DEBUG=False) == []
+    assert "ftpserver_core.W001" not in [i[0] for i in deploy_issues(DEBUG=False)]
 
 
 def test_checks_are_tagged_ftpserver():
@@ -233,10 +241,12 @@ def test_check_command_fails_on_bad_setting():
     assert "'30100-30000'" in str(info.value)
 
 
-def test_check_command_passes_with_debug_warning():
+def test_check_deploy_passes_with_debug_warning():
     stdout, stderr = io.StringIO(), io.StringIO()
     with override_settings(DEBUG=True):
         call_command("check", stdout=stdout, stderr=stderr)
+        assert "ftpserver_core.W001" not in stderr.getvalue()
+        call_command("check", deploy=True, stdout=stdout, stderr=stderr)
     assert "ftpserver_core.W001" in stderr.getvalue()
 
 

@@ -1,6 +1,7 @@
 import errno
 import secrets
 import threading
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
 from django.core.wsgi import get_wsgi_application
 from django.db import transaction
+from django.urls import NoReverseMatch, reverse
 
 from ftpserver_core.models import (
     FTPUserAccount,
@@ -63,12 +65,20 @@ class Command(BaseCommand):
             help="The admin user's name (default admin).",
         )
         parser.add_argument(
+            "--data-dir",
+            help="Directory of the demo homes (ftp/ in it). Default: the "
+            "DATA_DIR setting (the suite's FTPADMIN_DATA_DIR), else BASE_DIR/var.",
+        )
+        parser.add_argument(
             "--no-serve",
             action="store_true",
             help="Set up only; do not start the servers.",
         )
 
-    def handle(self, *args, ftp, admin, username, admin_username, no_serve, **options):
+    def handle(
+        self, *args, ftp, admin, username, admin_username, no_serve, data_dir, **options
+    ):
+        self.data_dir = self.find_data_dir(data_dir)
         try:
             admin_host, admin_port = parse_address(admin, "127.0.0.1")
         except OptionError as exc:
@@ -81,10 +91,11 @@ class Command(BaseCommand):
         shown = f"[{admin_host}]" if ":" in admin_host else admin_host
         self.stdout.write(
             self.style.SUCCESS(
-                f"Admin: http://{shown}:{admin_port}/admin/ user {admin_username!r}, "
+                f"Admin: http://{shown}:{admin_port}{self.admin_path()} user "
+                f"{admin_username!r}, "
                 f"password {admin_password!r}\n"
                 f"Demo FTP account: user {username!r}, password {ftp_password!r} "
-                f"(home under {settings.DATA_DIR / 'ftp'})\n"
+                f"(home under {self.data_dir / 'ftp'})\n"
                 "These passwords are shown once; run quickstart again for new ones."
             )
         )
@@ -95,6 +106,33 @@ class Command(BaseCommand):
         finally:
             httpd.shutdown()
             httpd.server_close()
+
+    @staticmethod
+    def admin_path():
+        """The admin's URL path in this project (a host project may mount it anywhere)."""
+        try:
+            return reverse("admin:index")
+        except NoReverseMatch:
+            return "/admin/"
+
+    @staticmethod
+    def find_data_dir(given):
+        """Return the directory of the demo homes: the option, DATA_DIR, BASE_DIR/var.
+
+        A project that installs the apps has no DATA_DIR (the suite's
+        setting); startproject gives it a BASE_DIR.
+        """
+        if given:
+            return Path(given).resolve()
+        if getattr(settings, "DATA_DIR", None):
+            return Path(settings.DATA_DIR)
+        if getattr(settings, "BASE_DIR", None):
+            return Path(settings.BASE_DIR) / "var"
+        raise CommandError(
+            "quickstart needs a directory for the demo homes and this project's "
+            "settings name none (no DATA_DIR nor BASE_DIR); give one with "
+            "--data-dir, e.g. --data-dir /srv/ftpsuite."
+        )
 
     def start_admin(self, host, port):
         """Serve the admin (and its static files) in a background thread."""
@@ -119,15 +157,16 @@ class Command(BaseCommand):
         admin.set_password(admin_password)
         admin.save()
 
-        template = str(settings.DATA_DIR / "ftp" / "{username}")
+        template = str(self.data_dir / "ftp" / "{username}")
         try:
             validate_path_template(template)
         except ValidationError as exc:
-            root = settings.DATA_DIR / "ftp"
+            root = self.data_dir / "ftp"
             raise CommandError(
                 f"The demo homes would be in {str(root)!r}, where the FTP server "
                 f"refuses homes ({' '.join(exc.messages)}). Run quickstart from "
-                "another directory, set FTPADMIN_DATA_DIR (e.g. /srv/ftpsuite), "
+                "another directory, give --data-dir or set FTPADMIN_DATA_DIR (e.g. "
+                "/srv/ftpsuite), "
                 f"or name it a home root: FTPSERVER_HOME_ROOTS={root}"
             ) from None
         home, _ = HomeDirectory.objects.get_or_create(
