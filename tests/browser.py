@@ -81,7 +81,13 @@ class AdminBrowser:
             self.broken.append((response.status, response.url))
 
     def _on_failed(self, request):
-        if self._is_static(request.url):
+        # The browser cancels a page's favicon request when the next page
+        # is opened before it finished (net::ERR_ABORTED): not a broken
+        # file. A favicon that fails to load is caught by its status.
+        cancelled = request.failure == "net::ERR_ABORTED" and urlsplit(
+            request.url
+        ).path.endswith("/favicon.svg")
+        if self._is_static(request.url) and not cancelled:
             self.broken.append((request.failure, request.url))
 
     # --- navigation
