@@ -17,6 +17,7 @@ file put in place; anything else is recorded incomplete with a reason from
 import errno
 import hashlib
 import logging
+import socket
 
 from pyftpdlib.exceptions import _RetryError
 from pyftpdlib.handlers.ftp.data import DTPHandler
@@ -31,6 +32,8 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 # How many extra reads one read event may do to empty what OpenSSL holds.
 _TLS_DRAIN_READS = 64
+# Linux only: an immediate ACK (see TLSDataChannel.recv).
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 # The reply to a transfer whose PROT P data connection did not resume the
 # control connection's TLS session (FTPSERVER_TLS_REQUIRE_SESSION_REUSE).
@@ -596,6 +599,17 @@ if tls.available:
                 return b""
             if not data:
                 self.end_of_data()
+            elif _QUICKACK is not None:
+                # Acknowledge at once: a client ends an upload with a TLS
+                # close_notify that its Nagle algorithm holds until this
+                # record is acknowledged, and the kernel delays that ACK
+                # 40 ms when the server has nothing to send (a TLS 1.2 data
+                # connection; TLS 1.3's session tickets hid it). Every
+                # small FTPS upload took 41 ms longer: 0.04x bare pyftpdlib.
+                try:
+                    self.socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                except OSError:
+                    pass
             return data
 
         def handle_read(self):
