@@ -18,9 +18,17 @@ from pathlib import Path
 
 import django
 
+# An account with a quota too large to be reached (1 TiB, 10**9 files): the
+# quota probe's "on", the probe account's "off". Its usage is not rescanned:
+# the files smallops writes straight into the home and deletes over FTP take
+# it below zero, which costs the checks nothing more or less.
+QUOTA_USER = "quota"
+QUOTA_BYTES = 1 << 40
+QUOTA_FILES = 10**9
+
 
 def account_names(n_users):
-    return ["probe"] + [f"u{i}" for i in range(n_users)]
+    return ["probe", QUOTA_USER] + [f"u{i}" for i in range(n_users)]
 
 
 def password(name):
@@ -70,7 +78,12 @@ def main():
         user, _ = user_model.objects.update_or_create(
             username=name, defaults={"password": hashed}
         )
-        FTPUserAccount.objects.get_or_create(user=user, defaults={"group": group})
+        limits = {}
+        if name == QUOTA_USER:
+            limits = {"quota_bytes": QUOTA_BYTES, "quota_files": QUOTA_FILES}
+        FTPUserAccount.objects.update_or_create(
+            user=user, defaults={"group": group, **limits}
+        )
         os.makedirs(os.path.join(root, name), exist_ok=True)
     print(f"{len(hashes)} accounts ready")
 

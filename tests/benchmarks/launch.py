@@ -153,8 +153,11 @@ def ours(name, env, extra_args=(), cache_ttl=None, log_dir=None, repo=None):
     return Server(name, argv, env, repo or REPO, Path(log_dir) / f"{name}.log")
 
 
-def bare(name, env, root, n_users, log_dir):
-    """pyftpdlib 2.2 with DummyAuthorizer and the same accounts."""
+def bare(name, env, root, n_users, log_dir, extra_args=()):
+    """pyftpdlib 2.2 with DummyAuthorizer and the same accounts.
+
+    ``extra_args``: bare_server's options (``--workers``, ``--certfile``).
+    """
     argv = [
         sys.executable,
         "-m",
@@ -162,6 +165,7 @@ def bare(name, env, root, n_users, log_dir):
         "{port}",
         str(root),
         str(n_users),
+        *extra_args,
     ]
     return Server(name, argv, dict(env), REPO, Path(log_dir) / f"{name}.log")
 

@@ -9,7 +9,9 @@ import ftplib
 import io
 import re
 import selectors
+import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -132,7 +134,7 @@ def stall(host, port, n_logins=16, concurrency=8, n_users=50):
 # --- smallops -----------------------------------------------------------------
 
 
-def smallops(host, port, home=None, n=500, n_local=4500, size=4096):
+def smallops(host, port, home=None, n=500, n_local=4500, size=4096, user="probe"):
     """Operation rates of small files over one session (ops/s).
 
     ``n`` files are uploaded and downloaded (each transfer is a data
@@ -140,11 +142,11 @@ def smallops(host, port, home=None, n=500, n_local=4500, size=4096):
     afford); when ``home`` (the probe account's home on this machine) is
     given, ``n_local`` more are written there directly, so that SIZE+MDTM
     and DELE run over ``n + n_local`` files: phases of a second or so, not
-    shorter than the audit writer's interval.
+    shorter than the audit writer's interval. ``home`` is ``user``'s.
     """
     wait_for_ports()
     data = b"x" * size
-    c = login(host, port, "probe", timeout=60)
+    c = login(host, port, user, timeout=60)
     try:
         c.mkd("small")
     except ftplib.error_perm:
@@ -217,6 +219,191 @@ def sessions(host, port, n=300, cycles=300, size=4096, user="probe"):
         "login_p90_ms": times[int(len(times) * 0.9)] * 1000,
         "cycles_per_s": cycles / cycle_s,
     }
+
+
+def small_files_and_sessions(host, port, home, user="probe"):
+    """The variant probes' workload: smallops and sessions, shorter.
+
+    300 files stored and retrieved (2,700 more written to ``home``, so that
+    SIZE+MDTM and DELE run over 3,000), 100 cached logins, 200 cycles: a
+    third fewer data connections than the two probes, as each round of a
+    variant probe measures five servers.
+    """
+    figures = smallops(host, port, home, n=300, n_local=2700, user=user)
+    figures.update(sessions(host, port, n=100, cycles=200, user=user))
+    return figures
+
+
+# --- several clients at once: --workers 2 -------------------------------------
+
+PARALLEL_DIR = "parallel"
+
+
+def _parallel_client(kind, host, port, user, index, count, size, barrier, results):
+    """One client process of :func:`parallel`; puts (index, t0, t1, error)."""
+    data = b"x" * size
+    try:
+        if kind == "stor":
+            c = login(host, port, user, timeout=60)
+            c.voidcmd("TYPE I")
+            c.cwd(PARALLEL_DIR)
+            barrier.wait(60)
+            t0 = time.perf_counter()
+            for i in range(count):
+                c.storbinary(f"STOR s{index}_{i}", io.BytesIO(data))
+            t1 = time.perf_counter()
+            close_quietly(c)
+        else:
+            secret = password(user)
+            barrier.wait(60)
+            t0 = time.perf_counter()
+            for i in range(count):
+                c = ftplib.FTP()
+                c.connect(host, port, timeout=30)
+                c.login(user, secret)
+                c.storbinary(f"STOR {PARALLEL_DIR}/c{index}_{i % 50}", io.BytesIO(data))
+                c.quit()
+            t1 = time.perf_counter()
+        results.put((index, t0, t1, None))
+    except BaseException as exc:
+        barrier.abort()
+        results.put((index, None, None, repr(exc)))
+
+
+def _parallel_phase(kind, host, port, user, clients, count, size, timeout):
+    """Run ``clients`` client processes released together; return ops/s."""
+    import multiprocessing
+
+    # Processes, not threads: eight ftplib clients in one interpreter would
+    # share one GIL and measure it rather than the server. Forked while
+    # this process runs no other thread.
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(clients), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_parallel_client,
+            args=(kind, host, port, user, i, count, size, barrier, results),
+            daemon=True,
+        )
+        for i in range(clients)
+    ]
+    for proc in procs:
+        proc.start()
+    got, deadline = [], time.monotonic() + timeout
+    try:
+        while len(got) < clients:
+            got.append(results.get(timeout=max(1, deadline - time.monotonic())))
+    finally:
+        for proc in procs:
+            proc.join(max(1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    errors = [error for _, _, _, error in got if error]
+    if errors:
+        raise RuntimeError(
+            f"{len(errors)} of {clients} {kind} clients failed: {errors[0]}"
+        )
+    t0 = min(t for _, t, _, _ in got)
+    t1 = max(t for _, _, t, _ in got)
+    return clients * count / (t1 - t0)
+
+
+def parallel(
+    host,
+    port,
+    home=None,
+    clients=8,
+    stor_each=100,
+    cycles_each=40,
+    size=4096,
+    user="probe",
+    timeout=300,
+):
+    """Rates of ``clients`` client processes at once (a server with 2 workers).
+
+    STOR: each client logged in, then released together to store
+    ``stor_each`` new files of ``size`` bytes over its session. Cycles: each
+    client released together to run ``cycles_each`` short sessions (connect,
+    log in, STOR, QUIT). The rate is all operations over the time from the
+    first client's start to the last one's end. ``home`` (``user``'s home on
+    this machine): where the files are removed afterwards.
+
+    Few operations a round (800 uploads, 320 cycles: under 1,500 sockets
+    left in TIME_WAIT) so that the rounds rarely wait for the port table;
+    the rate of a phase of a few tenths of a second is noisy, its median
+    over the rounds less so.
+    """
+    wait_for_ports()
+    c = login(host, port, user, timeout=60)
+    try:
+        c.mkd(PARALLEL_DIR)
+    except ftplib.error_perm:
+        pass
+    close_quietly(c)
+    # Warm every worker's credential cache: the cycles measure cached logins.
+    for _ in range(16):
+        close_quietly(login(host, port, user, timeout=60))
+    try:
+        stor = _parallel_phase(
+            "stor", host, port, user, clients, stor_each, size, timeout
+        )
+        # No wait for the port table here: every server gets the same start.
+        cycles = _parallel_phase(
+            "cycle", host, port, user, clients, cycles_each, size, timeout
+        )
+    finally:
+        if home is not None:
+            shutil.rmtree(home / PARALLEL_DIR, ignore_errors=True)
+    return {"stor_per_s": stor, "cycles_per_s": cycles}
+
+
+# --- FTPS ---------------------------------------------------------------------
+
+
+def ftps_small_files(host, port, cafile, n=200, size=4096, user="probe"):
+    """STOR then RETR of ``n`` files of ``size`` bytes over FTPS (ops/s).
+
+    Explicit FTPS (AUTH TLS), PROT P: every transfer opens a data
+    connection with a full TLS handshake of its own (ftplib offers no
+    session to resume), verified against ``cafile``. The files are deleted
+    at the end.
+    """
+    wait_for_ports()
+    context = ssl.create_default_context(cafile=cafile)
+    c = ftplib.FTP_TLS(context=context, timeout=60)
+    c.connect(host, port)
+    c.login(user, password(user))
+    c.prot_p()
+    try:
+        c.mkd("ftps")
+    except ftplib.error_perm:
+        pass
+    c.cwd("ftps")
+    c.voidcmd("TYPE I")
+    data = b"x" * size
+    t = time.perf_counter()
+    for i in range(n):
+        c.storbinary(f"STOR f{i}", io.BytesIO(data))
+    stor = n / (time.perf_counter() - t)
+    got = [0]
+
+    def count(chunk):
+        got[0] += len(chunk)
+
+    t = time.perf_counter()
+    for i in range(n):
+        c.retrbinary(f"RETR f{i}", count)
+    retr = n / (time.perf_counter() - t)
+    if got[0] != n * size:
+        raise RuntimeError(f"RETR over FTPS received {got[0]} of {n * size} bytes")
+    version = c.sock.version()
+    for i in range(n):
+        c.delete(f"f{i}")
+    c.cwd("..")
+    c.rmd("ftps")
+    close_quietly(c)
+    return {"stor_per_s": stor, "retr_per_s": retr, "tls_version": version}
 
 
 # --- logins -------------------------------------------------------------------

@@ -15,22 +15,37 @@ Servers:
   benchmark settings (Django authorizer, policy loaded at every login,
   Django's default PBKDF2 hasher, auditing on), on SQLite or on PostgreSQL
   (127.0.0.1:5432, user postgres, database ``ftpsuite_bench_ftp``, dropped
-  at the end). Three processes each: the default configuration
-  (credential cache on), a twin with ``FTPSERVER_CREDENTIAL_CACHE_TTL=0``
-  (every login hashes: the stall and cache-off login probes) and one with
-  ``--workers 2`` (the prefork probe).
+  at the end). Besides the default configuration (credential cache on),
+  the twins the probes ask for, on the same database and homes: one with
+  ``FTPSERVER_CREDENTIAL_CACHE_TTL=0`` (every login hashes: the stall and
+  cache-off login probes), one with ``--workers 2`` (prefork, parallel),
+  one with FTPS (ftps), one with the defender off (defender), one with
+  ``FTPSERVER_AUDIT_FSYNC`` (fsync), one with the default per-address
+  limits (flood).
 - ``baseline-sqlite``: ours as of another revision, on SQLite, from the
   checkout given with ``--baseline PATH`` (e.g. ``git worktree add
   /tmp/before REV``): a change and its baseline measured in one run.
-- ``bare``: pyftpdlib 2.2 with DummyAuthorizer (the ceiling).
+- ``bare``: pyftpdlib 2.2 with DummyAuthorizer (the ceiling); for the
+  parallel probe a prefork of 2 (bare_server.py ``--workers 2``), for the
+  ftps probe its ``TLS_FTPHandler`` with the same certificate.
 - ``django-ftpserver``: the original django-ftpserver 1.0.0 from PyPI, in a
   virtualenv the run creates in its temp dir.
 
-Probes: stall, smallops, sessions, logins, ftpbench, transfers, idle, prefork (FTP),
-admin and export (the audit changelist and the transfers CSV on a million
-records; their databases are filled once and kept for the next runs:
-``ftpsuite_bench_admin`` / ``ftpsuite_bench_export`` on PostgreSQL,
+Probes (the default: all but the opt-in ones): stall, smallops, sessions,
+logins, ftpbench, transfers, idle, flood, prefork, parallel (8 client
+processes against 2 workers: 4 KiB STOR, short-session cycles), ftps (4 KiB
+STOR/RETR over FTPS, PROT P) (FTP), admin and export (the audit changelist
+and the transfers CSV on a million records; their databases are filled once
+and kept for the next runs: ``ftpsuite_bench_admin`` /
+``ftpsuite_bench_export`` on PostgreSQL,
 ``ftpsuite_bench_{admin,export}.sqlite3`` in the temp directory).
+
+Opt-in probes (``--probes``): ours in two configurations against bare in
+each round, small files (STOR, RETR, SIZE+MDTM, DELE) and short sessions:
+defender (the defender on and off), quota (an account with a quota and one
+without), fsync (the audit journal with and without fsync; the journal in
+the temp dir, on its disk). About 1.5 minutes a round each (mostly waiting
+for the port table: see probes.wait_for_ports), both databases.
 """
 
 import argparse
@@ -47,7 +62,7 @@ import traceback
 from pathlib import Path
 
 from . import launch, probes, report, thirdparty
-from .fixtures import account_names, make_hashes
+from .fixtures import QUOTA_USER, account_names, make_hashes
 
 REPO = launch.REPO
 N_USERS = 100
@@ -63,7 +78,15 @@ ALL_PROBES = [
     "admin",
     "export",
     "prefork",
+    "parallel",
+    "ftps",
+    "defender",
+    "quota",
+    "fsync",
 ]
+# Not run unless asked for: each measures ours twice per round.
+OPT_IN_PROBES = ["defender", "quota", "fsync"]
+DEFAULT_PROBES = [p for p in ALL_PROBES if p not in OPT_IN_PROBES]
 FTP_PROBES = {
     "stall",
     "smallops",
@@ -74,6 +97,23 @@ FTP_PROBES = {
     "idle",
     "prefork",
     "flood",
+    "parallel",
+    "ftps",
+    "defender",
+    "quota",
+    "fsync",
+}
+# The variant probes: {probe: {state: (variant of ours, account)}}; the
+# states and their labels are report.VARIANT_PROBES'.
+VARIANT_SETUP = {
+    "defender": {"on": ("main", "probe"), "off": ("nodefender", "probe")},
+    "quota": {"off": ("main", "probe"), "on": ("main", QUOTA_USER)},
+    "fsync": {"off": ("main", "probe"), "on": ("fsync", "probe")},
+}
+# The environment of each variant of ours, beside the cache and --workers.
+VARIANT_ENV = {
+    "nodefender": {"BENCH_DEFENDER": "0"},
+    "fsync": {"BENCH_FSYNC": "1"},
 }
 DJANGO_FTPSERVER = "django-ftpserver"
 PG = "postgres://postgres@127.0.0.1:5432/"
@@ -145,6 +185,7 @@ class Bench:
         self.started = time.monotonic()
         self.load_start = os.getloadavg()
         self.versions = {}
+        self.cert = None  # tests.certs.CertFiles, for the ftps probe
 
     # --- setup ------------------------------------------------------------------
 
@@ -165,17 +206,40 @@ class Bench:
         needed = {"main"}
         if {"stall", "logins"} & set(self.probes):
             needed.add("nocache")
-        if "prefork" in self.probes:
+        if {"prefork", "parallel"} & set(self.probes):
             needed.add("workers2")
         if "flood" in self.probes:
             needed.add("flood")
+        if "ftps" in self.probes:
+            needed.add("tls")
+        for probe, states in VARIANT_SETUP.items():
+            if probe in self.probes:
+                needed.update(variant for variant, _ in states.values())
         return needed
+
+    def bare_variants(self):
+        """{variant: bare_server options} of the bare servers the probes need."""
+        variants = {"main": ()}
+        if "parallel" in self.probes:
+            variants["workers2"] = ("--workers", "2")
+        if "ftps" in self.probes:
+            variants["tls"] = (
+                "--certfile",
+                self.cert.certfile,
+                "--keyfile",
+                self.cert.keyfile,
+            )
+        return variants
 
     def setup(self):
         ftp = bool(FTP_PROBES & set(self.probes))
         if not ftp:
             return
         names = account_names(N_USERS)
+        if "ftps" in self.probes:
+            from tests.certs import make_certificate
+
+            self.cert = make_certificate(self.tmp / "tls", common_name="127.0.0.1")
         log(f"password hashes for {len(names)} accounts (PBKDF2, cached)...")
         hashes_file = self.tmp / "hashes.json"
         thirdparty.write_hashes(hashes_file, make_hashes(names))
@@ -207,7 +271,12 @@ class Bench:
                         ttl = 0
                     elif variant == "workers2":
                         extra = ("--workers", "2")
-                    variant_env = env
+                    variant_env = dict(env, **VARIANT_ENV.get(variant, {}))
+                    if variant == "tls":
+                        variant_env.update(
+                            BENCH_CERTFILE=self.cert.certfile,
+                            BENCH_KEYFILE=self.cert.keyfile,
+                        )
                     if variant == "flood":
                         # The defaults' per-address limits, the defender off:
                         # what admission alone does (test_admission.py has
@@ -218,9 +287,15 @@ class Bench:
                         f"{server}-{variant}", variant_env, extra, ttl, self.tmp
                     )
             elif server == "bare":
-                self.procs[server, "main"] = launch.bare(
-                    "bare", self.env, self.homes / "bare", N_USERS, self.tmp
-                )
+                for variant, extra in self.bare_variants().items():
+                    self.procs[server, variant] = launch.bare(
+                        "bare" if variant == "main" else f"bare-{variant}",
+                        self.env,
+                        self.homes / "bare",
+                        N_USERS,
+                        self.tmp,
+                        extra,
+                    )
             elif server == DJANGO_FTPSERVER:
                 log("django-ftpserver 1.0.0: virtualenv and project...")
                 project = thirdparty.DjangoFtpserverProject(
@@ -284,7 +359,7 @@ class Bench:
                     continue
                 self.attempt(probe, server, r, measure)
 
-    def attempt(self, probe, server, r, measure):
+    def attempt(self, probe, server, r, measure, label=None):
         t = time.monotonic()
         try:
             figures = measure(server, r)
@@ -299,7 +374,8 @@ class Bench:
             if isinstance(v, int | float)
         )
         log(
-            f"{probe:9s} {server:17s} round {r + 1}: {shown} ({time.monotonic() - t:.0f} s)"
+            f"{probe:9s} {label or server:17s} round {r + 1}: {shown} "
+            f"({time.monotonic() - t:.0f} s)"
         )
 
     def note(self, text):
@@ -514,6 +590,86 @@ class Bench:
             for server, _ in sessions:
                 self.clear_uploads(server, "big10m")
 
+    def ours_and_bare(self, probe, why):
+        """The servers a probe measures when only ours and bare can take it."""
+        servers = [s for s in self.ftp_servers() if s in report.OURS or s == "bare"]
+        others = [s for s in self.servers if s not in servers]
+        if others:
+            self.note(f"{probe}: {', '.join(others)} not measured ({why}).")
+        return servers
+
+    def probe_parallel(self):
+        """--workers 2 against a prefork of 2 bare servers, 8 client processes."""
+
+        def measure(server, r):
+            return probes.parallel(
+                "127.0.0.1",
+                self.port(server, "workers2"),
+                self.homes / server / "probe",
+            )
+
+        self.alternate(
+            "parallel",
+            self.ours_and_bare("parallel", "started with one process only"),
+            measure,
+        )
+
+    def probe_ftps(self):
+        def measure(server, r):
+            figures = probes.ftps_small_files(
+                "127.0.0.1", self.port(server, "tls"), self.cert.certfile
+            )
+            if r == 0:
+                self.note(f"ftps on {server}: {figures['tls_version']}.")
+            return figures
+
+        self.alternate(
+            "ftps", self.ours_and_bare("ftps", "started without FTPS"), measure
+        )
+
+    def probe_variants(self, probe):
+        """Ours in each state of ``probe`` and bare, alternating every round.
+
+        Bare pyftpdlib is measured once a round and its figures recorded
+        under every state: each state's ratio is to the same bare.
+        """
+        states = VARIANT_SETUP[probe]
+        entries = [
+            (server, state)
+            for server in self.ours_and_bare(probe, "ours and bare only")
+            for state in ([None] if server == "bare" else states)
+        ]
+
+        def measure_entry(server, state):
+            variant, user = ("main", "probe") if state is None else states[state]
+
+            def measure(server, r):
+                figures = probes.small_files_and_sessions(
+                    "127.0.0.1",
+                    self.port(server, variant),
+                    self.homes / server / user,
+                    user,
+                )
+                tags = states if state is None else [state]
+                return {f"{tag}_{k}": v for tag in tags for k, v in figures.items()}
+
+            return measure
+
+        for r in range(self.rounds):
+            shift = r % len(entries)
+            for server, state in entries[shift:] + entries[:shift]:
+                label = server if state is None else f"{server} {probe} {state}"
+                self.attempt(probe, server, r, measure_entry(server, state), label)
+
+    def probe_defender(self):
+        self.probe_variants("defender")
+
+    def probe_quota(self):
+        self.probe_variants("quota")
+
+    def probe_fsync(self):
+        self.probe_variants("fsync")
+
     # --- admin and export ---------------------------------------------------------
 
     def admin_probe(self, server, purpose, *args, timeout=1800):
@@ -654,7 +810,8 @@ def main():
     )
     parser.add_argument(
         "--probes",
-        default=",".join(ALL_PROBES),
+        default=",".join(DEFAULT_PROBES),
+        help=f"default: {','.join(DEFAULT_PROBES)}; opt-in: {','.join(OPT_IN_PROBES)}",
         type=lambda v: parse_list(v, ALL_PROBES, "probe"),
     )
     parser.add_argument(

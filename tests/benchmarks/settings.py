@@ -45,6 +45,13 @@ if os.environ.get("BENCH_TMP"):
     )
 # BENCH_FSYNC=1: fsync the audit journal before each reply (power-loss safe).
 FTPSERVER_AUDIT_FSYNC = os.environ.get("BENCH_FSYNC", "0") == "1"
+# BENCH_DEFENDER=0: the defender off (the defender probe's variant).
+if os.environ.get("BENCH_DEFENDER", "1") == "0":
+    FTPSERVER_DEFENDER_ENABLED = False
+# BENCH_CERTFILE / BENCH_KEYFILE: FTPS, TLS required (the ftps probe's variant).
+if os.environ.get("BENCH_CERTFILE"):
+    FTPSERVER_CERTFILE = os.environ["BENCH_CERTFILE"]
+    FTPSERVER_KEYFILE = os.environ.get("BENCH_KEYFILE") or None
 # BENCH_DIGESTS=1: SHA-256 of transfers (off by default).
 FTPSERVER_DIGESTS = os.environ.get("BENCH_DIGESTS", "0") == "1"
 # As the standalone suite (ftpadmin/settings.py): persistent connections.
