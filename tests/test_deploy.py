@@ -561,25 +561,33 @@ def test_dockerfile_steps_make_a_working_server(tmp_path):
     assert list((image.venv / "lib").glob("python3*/site-packages/ftpserver_core"))
 
     # The FTP server, on ports of this test's own (the image's are fixed).
-    port = free_port()
-    low = random.randrange(20000, 31000)
-    overrides = {
-        "FTPSERVER_HOST": "127.0.0.1",
-        "FTPSERVER_PORT": str(port),
-        "FTPSERVER_PASSIVE_PORTS": f"{low}-{low + 9}",
-    }
-    # The image's health check, on this test's metrics port.
-    metrics = f"127.0.0.1:{free_port()}"
-    overrides["FTPSERVER_METRICS_ADDRESS"] = metrics
-    health = [
-        part.replace(image.env["FTPSERVER_METRICS_ADDRESS"], metrics)
-        for part in healthcheck_command()
-    ]
-    health[0] = str(image.venv / "bin" / "python")
-    log = tmp_path / "ftpserver.log"
-    server = image.start(image.cmd, log, **overrides)
+    # A port found free can be taken by a test running beside this one
+    # before the server binds it: then again, with other ports.
+    for attempt in range(3):
+        port = free_port()
+        low = random.randrange(20000, 31000)
+        overrides = {
+            "FTPSERVER_HOST": "127.0.0.1",
+            "FTPSERVER_PORT": str(port),
+            "FTPSERVER_PASSIVE_PORTS": f"{low}-{low + 9}",
+        }
+        # The image's health check, on this test's metrics port.
+        metrics = f"127.0.0.1:{free_port()}"
+        overrides["FTPSERVER_METRICS_ADDRESS"] = metrics
+        health = [
+            part.replace(image.env["FTPSERVER_METRICS_ADDRESS"], metrics)
+            for part in healthcheck_command()
+        ]
+        health[0] = str(image.venv / "bin" / "python")
+        log = tmp_path / f"ftpserver{attempt}.log"
+        server = image.start(image.cmd, log, **overrides)
+        try:
+            welcome = wait_for(lambda: ftp_welcome(port), server, log)  # noqa: B023
+            break
+        except AssertionError:
+            if attempt == 2 or "That port is already in use." not in log.read_text():
+                raise
     try:
-        welcome = wait_for(lambda: ftp_welcome(port), server, log)
         assert welcome.startswith("220 ")
         # The entrypoint migrated the database (SQLite in the data directory).
         assert (Path(image.env["FTPADMIN_DATA_DIR"]) / "ftpsuite.sqlite3").is_file()
