@@ -5,6 +5,7 @@ where a test is about admission alone.
 """
 
 import ctypes
+import errno
 import ftplib
 import os
 import queue
@@ -593,9 +594,18 @@ def _listen(host):
 
 
 def _connect6(host, port, source):
-    ftp = ftplib.FTP(timeout=10)
-    ftp.connect(host, port, source_address=(source, 0, 0, 0))
-    return ftp
+    # The namespace's local routes can lag its fresh addresses for a moment
+    # (ENETUNREACH was seen once in CI): try again shortly.
+    for attempt in range(40):
+        ftp = ftplib.FTP(timeout=10)
+        try:
+            ftp.connect(host, port, source_address=(source, 0, 0, 0))
+        except OSError as exc:
+            if exc.errno != errno.ENETUNREACH or attempt == 39:
+                raise
+            time.sleep(0.05)
+            continue
+        return ftp
 
 
 def test_the_per_address_connection_limit_counts_an_ipv6_64_as_one_client(
