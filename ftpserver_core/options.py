@@ -5,6 +5,7 @@ system checks alike; an :class:`OptionError` quotes the bad value and says
 what was expected.
 """
 
+import errno
 import ipaddress
 import os
 import re
@@ -27,6 +28,16 @@ class OptionError(ValueError):
 _ADDRESS_RE = re.compile(
     r"^(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d+)$"
 )
+
+
+# What a failed bind means, in runserver's words (ftpserver, ftpadmin web,
+# quickstart).
+BIND_ERRORS = {
+    errno.EACCES: "You don't have permission to access that port.",
+    errno.EADDRINUSE: "That port is already in use.",
+    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
+    errno.EAFNOSUPPORT: "That address family is not supported on this machine.",
+}
 
 
 def parse_address(value, default_host):

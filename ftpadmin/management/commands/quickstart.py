@@ -1,4 +1,3 @@
-import errno
 import secrets
 import threading
 from pathlib import Path
@@ -20,13 +19,7 @@ from ftpserver_core.models import (
     HomeDirectory,
     validate_path_template,
 )
-from ftpserver_core.options import OptionError, parse_address
-
-ERRORS = {
-    errno.EACCES: "You don't have permission to access that port.",
-    errno.EADDRINUSE: "That port is already in use.",
-    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
-}
+from ftpserver_core.options import BIND_ERRORS, OptionError, parse_address
 
 
 class QuietRequestHandler(WSGIRequestHandler):
@@ -140,7 +133,7 @@ class Command(BaseCommand):
             httpd = WSGIServer((host, port), QuietRequestHandler, ipv6=":" in host)
         except OSError as exc:
             raise CommandError(
-                f"Admin at {host}:{port}: {ERRORS.get(exc.errno, exc.strerror)}"
+                f"Admin at {host}:{port}: {BIND_ERRORS.get(exc.errno, exc.strerror)}"
             ) from None
         # StaticFilesHandler serves the admin's CSS with DEBUG off, as
         # ``runserver --insecure`` does: fine for a local quickstart.

@@ -1,6 +1,5 @@
 """Serve the admin under waitress, a production WSGI server (like runserver)."""
 
-import errno
 import io
 import signal
 import socket
@@ -17,14 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.wsgi import get_wsgi_application
 from django.db import connections
 
-from ftpserver_core.options import OptionError, parse_address
-
-ERRORS = {
-    errno.EACCES: "You don't have permission to access that port.",
-    errno.EADDRINUSE: "That port is already in use.",
-    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
-    errno.EAFNOSUPPORT: "That address family is not supported on this machine.",
-}
+from ftpserver_core.options import BIND_ERRORS, OptionError, parse_address
 
 # Proof that the admin's static files are collected.
 SENTINEL = Path("admin") / "css" / "base.css"
@@ -154,7 +146,7 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot resolve {host!r}: {exc.strerror}.") from None
         except OSError as exc:
             shown = f"[{host}]" if ":" in host else host
-            message = ERRORS.get(exc.errno, exc.strerror or str(exc))
+            message = BIND_ERRORS.get(exc.errno, exc.strerror or str(exc))
             raise CommandError(f"{shown}:{port}: {message}") from None
         except ValueError as exc:  # waitress's own check of an option
             raise CommandError(str(exc)) from None

@@ -1,6 +1,5 @@
 """Run the FTP server (modelled on Django's ``runserver``)."""
 
-import errno
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from ftpserver_core import (
 from ftpserver_core.checks import DEPLOY_TAG
 from ftpserver_core.conf import settings as ftp_settings
 from ftpserver_core.options import (
+    BIND_ERRORS,
     OptionError,
     ServerOptions,
     parse_address,
@@ -32,13 +32,6 @@ from ftpserver_core.options import (
 )
 from ftpserver_core.prefork import Supervisor
 from ftpserver_core.servers import bind_sockets, build_server
-
-ERRORS = {
-    errno.EACCES: "You don't have permission to access that port.",
-    errno.EADDRINUSE: "That port is already in use.",
-    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
-    errno.EAFNOSUPPORT: "That address family is not supported on this machine.",
-}
 
 # Command-line option -> ServerOptions field.
 OPTIONS = {
@@ -208,7 +201,7 @@ class Command(BaseCommand):
             if isinstance(error, socket.gaierror):
                 message = f"Cannot resolve {server_options.host!r}: {error.strerror}."
             else:
-                message = ERRORS.get(error.errno, str(error))
+                message = BIND_ERRORS.get(error.errno, str(error))
             raise CommandError(message) from None
 
         try:
@@ -289,7 +282,7 @@ class Command(BaseCommand):
         except OSError as exc:
             host, port = server_options.metrics_address
             raise CommandError(
-                f"{where} {host}:{port}: {ERRORS.get(exc.errno, str(exc))}"
+                f"{where} {host}:{port}: {BIND_ERRORS.get(exc.errno, str(exc))}"
             ) from None
 
     def _drop_privileges(self, options, target):
