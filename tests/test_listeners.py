@@ -328,15 +328,12 @@ def test_curl_uploads_and_lists_on_each_listener(two_listeners, tmp_path, mode):
     assert uploaded.tls is True
 
 
-def test_a_stalled_implicit_handshake_is_closed_after_the_login_grace(
-    ftpserver_cmd,
-    certificate,
-    tmp_path,
-):
+def implicit_server(ftpserver_cmd, certificate, tmp_path, **settings):
+    """Start a server with one implicit FTPS listener and ``settings``."""
     certfile, keyfile = certificate
-    directory = settings_module(tmp_path, FTPSERVER_LOGIN_GRACE=1.0)
+    directory = settings_module(tmp_path, **settings)
     env = command_env(extra_path=directory, DJANGO_SETTINGS_MODULE="cmd_settings")
-    server = ftpserver_cmd(
+    return ftpserver_cmd(
         "--certfile",
         certfile,
         "--keyfile",
@@ -344,6 +341,16 @@ def test_a_stalled_implicit_handshake_is_closed_after_the_login_grace(
         "--listen",
         "127.0.0.1:0,tls=implicit",
         env=env,
+    )
+
+
+def test_a_stalled_implicit_handshake_is_closed_after_the_login_grace(
+    ftpserver_cmd,
+    certificate,
+    tmp_path,
+):
+    server = implicit_server(
+        ftpserver_cmd, certificate, tmp_path, FTPSERVER_LOGIN_GRACE=1.0
     )
     with socket.create_connection((server.host, server.port), 10) as sock:
         sock.settimeout(20)

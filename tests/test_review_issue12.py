@@ -13,13 +13,12 @@ import pytest
 
 from ftpserver_core.proxyprotocol import ProxyHeaderError, parse
 
-from .processes import command_env
 from .test_commands import (  # noqa: F401  (fixtures)
     certificate,
     ftpserver_cmd,
     settings_module,
 )
-from .test_listeners import v1_header, v2_header
+from .test_listeners import implicit_server, v1_header, v2_header
 from .test_state import wait_for
 
 # --- PROXY v1: one address form for one client
@@ -60,21 +59,6 @@ def test_malformed_v1_lines_are_refused(line):
 
 
 # --- implicit FTPS: admission before the handshake
-
-
-def implicit_server(ftpserver_cmd, certificate, tmp_path, **settings):
-    certfile, keyfile = certificate
-    directory = settings_module(tmp_path, **settings)
-    env = command_env(extra_path=directory, DJANGO_SETTINGS_MODULE="cmd_settings")
-    return ftpserver_cmd(
-        "--certfile",
-        certfile,
-        "--keyfile",
-        keyfile,
-        "--listen",
-        "127.0.0.1:0,tls=implicit",
-        env=env,
-    )
 
 
 def closed_within(sock, seconds):
