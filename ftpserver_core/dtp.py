@@ -426,12 +426,13 @@ class PassiveListener(PassiveDTP):
         listener goes on waiting for the session's own.
         """
         cmd = self.cmd_channel
-        mode = getattr(cmd, "proxy_protocol", "off")
+        listener = getattr(cmd, "listener", None)  # None: a pyftpdlib handler
+        mode = listener.proxy if listener is not None else "off"
         if mode != "off":
             # Behind the load balancer the data connection comes from it
             # too, with the client's address in its PROXY header: the
             # address check below needs the client's.
-            if proxyprotocol.trusted(addr[0], cmd.proxy_trusted):
+            if proxyprotocol.trusted(addr[0], listener.trusted):
                 proxyprotocol.HeaderReader(
                     sock,
                     self.ioloop,

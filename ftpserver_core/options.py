@@ -361,6 +361,15 @@ class ServerOptions:
         return self.certfile is not None
 
     @property
+    def every_listener(self):
+        """The listeners; one on host:port for options made without any."""
+        if self.listeners:
+            return self.listeners
+        from .listeners import Listener
+
+        return (Listener(self.host, self.port),)
+
+    @property
     def identity(self):
         """The privileges.Identity to drop to once bound, or None (no drop)."""
         if self.user is None:

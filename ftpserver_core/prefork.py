@@ -113,7 +113,7 @@ class Supervisor:
         return [
             (listener, sock.getsockname()[:2])
             for listener, sock in zip(
-                self.options.listeners, self.sockets, strict=False
+                self.options.every_listener, self.sockets, strict=True
             )
         ]
 

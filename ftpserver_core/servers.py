@@ -16,7 +16,7 @@ from .authorizers import DjangoAuthorizer
 from .bandwidth import Bandwidth
 from .defender import Defender
 from .dtp import DataChannelMixin
-from .listeners import Listener, ListenerAcceptor
+from .listeners import ListenerAcceptor
 from .quotas import QuotaTracker
 from .state import SharedState
 from .workers import WorkerPool
@@ -77,7 +77,7 @@ def build_handler_class(
     ``authorizer``: one shared by the server's listeners (a new one if None).
     """
     base = options.handler
-    listener = listener or (options.listeners[0] if options.listeners else None)
+    listener = listener or options.every_listener[0]
     attrs = {
         "__module__": base.__module__,
         "authorizer": authorizer
@@ -85,8 +85,6 @@ def build_handler_class(
             state=state, max_per_address=options.max_sessions_per_address
         ),
         "listener": listener,
-        "proxy_protocol": listener.proxy if listener else "off",
-        "proxy_trusted": listener.trusted if listener else (),
         "proxy_timeout": options.proxy_timeout,
         "worker_pool": worker_pool,
         "digest_pool": digest_pool or worker_pool,
@@ -129,7 +127,7 @@ def build_handler_class(
             ),
             tls_control_required=options.tls_required,
             tls_data_required=options.tls_required,
-            implicit_tls=listener is not None and listener.tls == "implicit",
+            implicit_tls=listener.tls == "implicit",
         )
     # With metrics on, their command and login timers come first (one class
     # per server: pyftpdlib's and the configured handler stay untouched).
@@ -164,7 +162,7 @@ class FTPServer(BaseFTPServer):
         # Per-account rate limits, split between processes through the state.
         self.bandwidth = Bandwidth(self)
         self.state.add_participant(self.bandwidth)
-        listeners = options.listeners or (Listener(options.host, options.port),)
+        listeners = options.every_listener
         handler = build_handler_class(
             options, self.worker_pool, self.digest_pool, self.state, listeners[0]
         )
@@ -447,10 +445,9 @@ def build_server(options, sock=None, socks=None):
 
 def bind_sockets(options, backlog=100):
     """Return a listening socket for each listener (for prefork)."""
-    listeners = options.listeners or (Listener(options.host, options.port),)
     socks = []
     try:
-        for listener in listeners:
+        for listener in options.every_listener:
             socks.append(bind_socket(listener.host, listener.port, backlog))
     except BaseException:
         for sock in socks:
