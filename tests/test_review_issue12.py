@@ -286,10 +286,7 @@ def test_a_stalled_client_does_not_block_scrapes(metrics_http):
         slow.sendall(b"GET /metr")  # and nothing more
         started = time.monotonic()
         assert get(base + "/metrics") == (200, b"up 1\n")
-        # Answered before the stalled client's read timed out, not after.
-        from ftpserver_core.metrics.http import RequestHandler
-
-        assert time.monotonic() - started < RequestHandler.timeout
+        assert time.monotonic() - started < 5
 
 
 def test_an_overlong_request_line_gets_414_and_no_traceback(metrics_http, caplog):
