@@ -43,24 +43,35 @@ def _session_receiver(event, failure="", **extra_fields):
     ``extra_fields`` maps AuditEvent fields to signal arguments; ``failure``
     marks the event unsuccessful with that reason.
     """
+    # Plain text (not the Event member): the writer stores it as it is.
+    event = str(event)
+    extras = tuple(extra_fields.items())
 
     def receiver(sender, handler, username=None, **kwargs):
+        # On the IO loop, once per FTP event: one dict, built in one go.
         if not audit.enabled(event):
             return
-        fields = session_fields(handler)
-        for field, arg in extra_fields.items():
+        policy = handler.policy if hasattr(handler, "policy") else None
+        record = {
+            "time": audit.now(),
+            "event": event,
+            "username": username or "",
+            "node": audit.node_name(),
+            "remote_ip": handler.remote_ip or None,
+            "remote_port": handler.remote_port or None,
+            "session_id": getattr(handler, "session_id", ""),
+            "tls": bool(getattr(handler, "tls", False)),
+            "account_id": policy.account_id if policy else None,
+            "group": (policy.group or "") if policy else "",
+        }
+        for field, arg in extras:
             value = kwargs.get(arg)
             if value is not None:
-                fields[field] = value
+                record[field] = value
         if failure:
-            fields.update(success=False, reason=kwargs.get("reason") or failure)
-        audit.record(
-            time=audit.now(),
-            event=event,
-            username=username or "",
-            node=audit.node_name(),
-            **fields,
-        )
+            record["success"] = False
+            record["reason"] = kwargs.get("reason") or failure
+        audit.record(record)
 
     receiver.__name__ = f"audit_{event}"
     receiver.__qualname__ = receiver.__name__

@@ -60,8 +60,16 @@ def enabled(event):
     return wanted is None or event in wanted
 
 
-def record(**fields):
-    """Journal and queue one audit record (called by the receivers, on the loop)."""
+def record(fields=None, /, **more):
+    """Journal and queue one audit record (called by the receivers, on the loop).
+
+    The record is a dict of AuditEvent fields (taken over: it gets its
+    ``uid``), or keyword arguments.
+    """
+    if fields is None:
+        fields = more
+    elif more:
+        fields = {**fields, **more}
     writer.put(fields)
 
 

@@ -9,6 +9,7 @@ rows in C) and by one prepared INSERT run for all rows elsewhere.
 
 import datetime
 
+from django.conf import settings as django_settings
 from django.db import connection, models, transaction
 
 _COLUMNS = None
@@ -45,6 +46,30 @@ def _text_limits():
     return _TEXT_LIMITS
 
 
+def _clean_text(value, limit):
+    """Return ``value`` as text a database stores: no NUL, valid UTF-8, cut at ``limit``."""
+    value = str(value)
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    if limit and len(value) > limit:
+        value = value[:limit]
+    return value
+
+
+def _to_datetime(value):
+    """Return a record's ``time`` (POSIX timestamp, ISO string or datetime) as a datetime."""
+    if isinstance(value, int | float):
+        return datetime.datetime.fromtimestamp(value, datetime.UTC)
+    if isinstance(value, str):
+        return datetime.datetime.fromisoformat(value)
+    return value
+
+
 def clean(record):
     """Return ``record`` made storable: no NUL, valid UTF-8, within max_length.
 
@@ -59,22 +84,9 @@ def clean(record):
         if name[:1] == "_":
             continue  # journal bookkeeping, not a field
         if name == "time":
-            if isinstance(value, int | float):
-                value = datetime.datetime.fromtimestamp(value, datetime.UTC)
-            elif isinstance(value, str):
-                value = datetime.datetime.fromisoformat(value)
-        if isinstance(value, str) and name in limits:
-            value = str(value)
-            if "\x00" in value:
-                value = value.replace("\x00", "\ufffd")
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:  # lone surrogates
-                    value = value.encode("utf-8", "replace").decode("utf-8")
-            limit = limits[name]
-            if limit and len(value) > limit:
-                value = value[:limit]
+            value = _to_datetime(value)
+        elif isinstance(value, str) and name in limits:
+            value = _clean_text(value, limits[name])
         cleaned[name] = value
     return cleaned
 
@@ -92,28 +104,61 @@ def _unknown_fields(batch, names):
 
 
 def _tuples(batch, adapt):
-    """Return the rows of ``batch`` as tuples in column order."""
+    """Return the rows of ``batch`` as tuples in column order, cleaned as clean() does."""
     columns = _columns()
+    limits = _text_limits()
     _unknown_fields(batch, {attname for attname, *_ in columns})
-    # Per row, a comprehension over (name, default) and the adapters of the
-    # few columns that have one (time, remote_ip): the writer's Python time
-    # is taken from the IO loop (the GIL, and the core it runs on).
+    # The writer's Python time is taken from the IO loop (the GIL, and the
+    # core it runs on): per row, one comprehension, then only the text
+    # columns that need cleaning (a plain ASCII value within its limit is
+    # checked by three C calls) and the columns that have an adapter.
     defaults = [(attname, default) for attname, _, default, _ in columns]
+    texts = [
+        (index, limits[attname])
+        for index, (attname, *_) in enumerate(columns)
+        if attname in limits
+    ]
+    time_index = next(i for i, (attname, *_) in enumerate(columns) if attname == "time")
+    time_adapter = adapt.get(models.DateTimeField)
     adapters = [
         (index, adapt[kind])
         for index, (_, _, _, kind) in enumerate(columns)
-        if kind in adapt
+        if kind in adapt and index != time_index
     ]
     result = []
     for record in batch:
-        record = clean(record)
-        row = [record.get(attname, default) for attname, default in defaults]
+        get = record.get
+        row = [get(attname, default) for attname, default in defaults]
+        for index, limit in texts:
+            value = row[index]
+            if value and (
+                value.__class__ is not str
+                or not value.isascii()
+                or "\x00" in value
+                or (limit and len(value) > limit)
+            ):
+                row[index] = _clean_text(value, limit)
+        value = row[time_index]
+        if value is not None:
+            value = _to_datetime(value)
+            row[time_index] = time_adapter(value) if time_adapter else value
         for index, adapter in adapters:
             value = row[index]
             if value is not None:
                 row[index] = adapter(value)
         result.append(tuple(row))
     return result
+
+
+def _sqlite_utc(value):
+    """Adapt an aware datetime as Django's SQLite backend does for a UTC connection.
+
+    The same text as ``adapt_datetimefield_value()`` in a third of its time
+    (it runs once per row, in the writer).
+    """
+    if value.tzinfo is None:
+        return connection.ops.adapt_datetimefield_value(value)
+    return str(value.astimezone(datetime.UTC).replace(tzinfo=None))
 
 
 def _copy_supported():
@@ -139,10 +184,17 @@ def insert(batch):
                 copy.write_row(row)
         return
     ops = connection.ops
+    adapt_time = ops.adapt_datetimefield_value
+    if (
+        connection.vendor == "sqlite"
+        and django_settings.USE_TZ
+        and connection.timezone_name == "UTC"
+    ):
+        adapt_time = _sqlite_utc
     rows = _tuples(
         batch,
         {
-            models.DateTimeField: ops.adapt_datetimefield_value,
+            models.DateTimeField: adapt_time,
             models.GenericIPAddressField: ops.adapt_ipaddressfield_value,
         },
     )

@@ -127,7 +127,14 @@ class AuditWriter:
         if pending > self.peak_pending:
             self.peak_pending = pending
         thread = self._thread
-        if thread is None or self._stopping or not thread.is_alive():
+        # is_alive() costs a lock round per call: a writer that died (it
+        # never should) is restarted within 64 records, which the journal
+        # holds meanwhile.
+        if (
+            thread is None
+            or self._stopping
+            or (not pending & 63 and not thread.is_alive())
+        ):
             self.start()
         if pending >= settings.AUDIT_BATCH_SIZE or pending >= settings.AUDIT_MAX_QUEUE:
             self._wake.set()
