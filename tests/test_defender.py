@@ -7,6 +7,7 @@ suite's safelist (tests/settings.py), so each test scores its own addresses.
 import collections
 import ftplib
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -14,11 +15,12 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from ftpserver_core import audit
 from ftpserver_core.defender import Defender, address_key
 from ftpserver_core.defender.addresses import NetworkMap
 from ftpserver_core.models import AuditEvent, Ban, NetworkRule
 
-from .audit_tools import wait_until
+from .audit_tools import HANG_TIMEOUT, database_outage, own_journal, wait_until
 from .conftest import PASSWORD
 from .processes import command_env
 from .test_commands import ftpserver_cmd  # noqa: F401  (fixture)
@@ -70,11 +72,34 @@ def active_bans(network):
     return list(Ban.objects.active().filter(network=network))
 
 
+# "Every process and every node that shares the database enforces a new ban
+# within 2 s" (issue 10). The tests poll every 0.25 s (the defender's poll and
+# the state thread's rounds that run it), so that 2 s is several rounds on a
+# loaded machine; at the default 1 s the bound is one poll interval plus a
+# round (docs/security.rst).
+PROPAGATION_POLL = 0.25
+PROPAGATION_BOUND = 2.0
+
+
 @pytest.fixture
 def fast_defender(settings):
     for name, value in FAST.items():
         setattr(settings, name, value)
     return settings
+
+
+def ban_committed_at(network):
+    """The wall-clock time of the INSERT of ``network``'s ban row.
+
+    ``changed_at`` is stamped by save(), just before the INSERT and its
+    commit: a propagation time measured from it is never shorter than the
+    time from the commit.
+    """
+    ban = wait_until(
+        lambda: Ban.objects.filter(network=network).order_by("changed_at").first(),
+        timeout=10,
+    )
+    return ban.changed_at.timestamp()
 
 
 def test_failed_logins_ban_the_address_and_others_still_log_in(
@@ -175,21 +200,28 @@ def test_a_ban_made_in_the_database_closes_open_sessions_and_is_enforced_quickly
 def test_a_ban_made_by_one_server_is_enforced_by_another(
     fast_defender, ftp_server, make_account
 ):
+    """Two servers on one database: the other one refuses the address within
+    2 s of the ban row's commit."""
+    fast_defender.FTPSERVER_DEFENDER_POLL_INTERVAL = PROPAGATION_POLL
+    fast_defender.FTPSERVER_STATE_POLL_INTERVAL = PROPAGATION_POLL
+    # The probes of the second server are connections that never log in:
+    # scored, they would have it ban the address on its own.
+    fast_defender.FTPSERVER_DEFENDER_SCORES = {"no_login": 0}
     make_account("alice")
     first, second = ftp_server(), ftp_server()
     assert greeting(second, "127.0.0.13").startswith("220")
     for _ in range(3):
         fail_login(first, "127.0.0.13", username="nobody")
-    banned_at = time.monotonic()
     assert greeting(first, "127.0.0.13").startswith("421")
     wait_until(
         lambda: greeting(second, "127.0.0.13").startswith("421"),
         timeout=10,
-        interval=0.05,
+        interval=0.02,
     )
-    print(
-        f"ban enforced by the other server after {time.monotonic() - banned_at:.2f} s"
-    )
+    refused_at = time.time()
+    elapsed = refused_at - ban_committed_at("127.0.0.13/32")
+    print(f"ban enforced by the other server {elapsed:.2f} s after its commit")
+    assert elapsed < PROPAGATION_BOUND, f"the other server took {elapsed:.2f} s"
     assert Ban.objects.filter(network="127.0.0.13/32").count() == 1
 
 
@@ -197,13 +229,15 @@ def test_a_ban_made_by_one_worker_process_is_enforced_by_every_worker(
     ftpserver_cmd,  # noqa: F811
     make_account,
 ):
-    """Two prefork workers, the default poll interval: a ban one worker makes
-    closes the address's sessions on both."""
+    """Two prefork workers: a ban one worker makes closes the address's
+    sessions on both, within 2 s of the ban row's commit."""
     make_account("alice")
     env = command_env(
         DJANGO_SETTINGS_MODULE="tests.fault_settings",
         FTPSERVER_DEFENDER_THRESHOLD="6",
         FTPSERVER_AUTH_FAILED_DELAY="0",
+        FTPSERVER_DEFENDER_POLL_INTERVAL=str(PROPAGATION_POLL),
+        FTPSERVER_STATE_POLL_INTERVAL=str(PROPAGATION_POLL),
     )
     server = ftpserver_cmd("127.0.0.1:0", "--workers", "2", env=env)
     workers = wait_until(
@@ -223,12 +257,21 @@ def test_a_ban_made_by_one_worker_process_is_enforced_by_every_worker(
     else:
         pytest.fail("no ban after 12 failed logins")
     banned_at = time.monotonic()
+    # Each getline() returns when that session's 421 arrives: after the
+    # loop, every session of the address, on both workers, has had its 421.
     for ftp in sessions:
         assert ftp.getline().startswith("421 Your address is banned")
+    closed_at = time.time()
     print(
         f"{len(sessions)} sessions on 2 workers closed "
-        f"{time.monotonic() - banned_at:.2f} s after the ban"
+        f"{time.monotonic() - banned_at:.2f} s after the banning 421"
     )
+    elapsed = closed_at - ban_committed_at("127.0.0.24/32")
+    print(f"... {elapsed:.2f} s after the ban row's commit")
+    assert elapsed < PROPAGATION_BOUND, f"the other worker took {elapsed:.2f} s"
+    # New connections of the address are refused, whichever worker takes them.
+    for _ in range(6):
+        assert greeting(live, "127.0.0.24").startswith("421 Your address is banned")
     assert greeting(live, "127.0.0.25").startswith("220")
 
 
@@ -310,6 +353,71 @@ def test_a_banned_address_reconnecting_is_recorded_once(
     for _ in range(20):
         assert greeting(live, "127.0.0.19").startswith("421")
     assert len(recorder.of("ftp_connection_refused")) == 1
+
+
+@pytest.fixture
+def database_calls(monkeypatch):
+    """Record the thread of every database call: connecting, and each query."""
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.utils import CursorWrapper
+
+    calls = []
+    ensure_connection = BaseDatabaseWrapper.ensure_connection
+    execute = CursorWrapper._execute_with_wrappers
+
+    def traced_connection(self):
+        calls.append((threading.get_ident(), "connect"))
+        return ensure_connection(self)
+
+    def traced_execute(self, sql, *args, **kwargs):
+        calls.append((threading.get_ident(), sql))
+        return execute(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", traced_connection)
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", traced_execute)
+    return calls
+
+
+def test_a_known_ban_is_enforced_at_accept_from_memory_while_the_database_hangs(
+    fast_defender, ftp_server, database_calls, tmp_path
+):
+    """Enforcement at accept asks the database nothing: with the database
+    hung (PostgreSQL behind a proxy that holds every connection, or SQLite
+    locked), a known ban still gets its 421 at once and another address its
+    220, and the IO loop's thread makes no database call meanwhile."""
+    fast_defender.FTPSERVER_STATE_POLL_INTERVAL = 0.2
+    with database_outage() as outage, own_journal(tmp_path / "journal"):
+        Ban.objects.create(
+            network="127.0.0.30/32", expires_at=timezone.now() + timedelta(hours=1)
+        )
+        live = ftp_server()
+        wait_until(lambda: greeting(live, "127.0.0.30").startswith("421"))
+        loop = live.thread.ident
+        outage.down(hang=True)
+        del database_calls[:]
+        answers = []
+        for source in ["127.0.0.30", "127.0.0.31"] * 5:
+            started = time.monotonic()
+            answers.append((source, greeting(live, source)[:3]))
+            took = time.monotonic() - started
+            # A call to the hung database would wait HANG_TIMEOUT (SQLite's
+            # busy timeout) or for ever (the proxy).
+            assert took < HANG_TIMEOUT * 0.8, f"{source} answered after {took:.2f} s"
+        assert answers == [("127.0.0.30", "421"), ("127.0.0.31", "220")] * 5
+        # The tracer sees the calls of the other threads (the state thread's
+        # rounds keep trying): none of them is the loop's.
+        wait_until(lambda: any(t != loop for t, _ in database_calls), timeout=10)
+        on_loop = [sql for thread, sql in database_calls if thread == loop]
+        assert on_loop == [], on_loop
+        outage.up()
+
+        # The refusals are audited: the writer met the hung database too.
+        # Let it write them before the server stops (as the next start would).
+        def written():
+            audit.writer.start()
+            return audit.writer.flush(timeout=2)
+
+        wait_until(written, timeout=60, interval=0.1)
 
 
 def test_a_sprayed_user_name_is_slowed_down_not_locked(

