@@ -269,3 +269,28 @@ def test_processes_share_an_account_limit(
     assert max(c.get(key, 0) for c in seen) == 3, seen
     # One process alone would have let them through at twice the limit.
     assert_rate(3 * size, seconds, limit)
+
+
+@pytest.mark.parametrize("direction", ["download", "upload"])
+def test_a_group_rate_limits_an_account_without_its_own(
+    live_ftp, make_account, direction
+):
+    """The group's rate holds for an account leaving its own blank."""
+    from ftpserver_core.models import FTPUserGroup
+
+    limit = 256 * KIB
+    field = f"{direction}_rate"
+    group = FTPUserGroup.objects.create(name="customers", **{field: limit})
+    account = make_account("alice", group=group)
+    assert getattr(account, field) is None
+    ftp = live_ftp.client("alice")
+    if direction == "download":
+        make_file(_home(account) / "big", MIB)
+        received, seconds = download(ftp, "big")
+        assert received == MIB
+    else:
+        seconds = upload(ftp, "up", MIB)
+        assert ftp.size("up") == MIB
+    ftp.quit()
+    # Unlimited, loopback moves 1 MiB in a few milliseconds: 4 s at the rate.
+    assert_rate(MIB, seconds, limit)
