@@ -11,6 +11,17 @@ needs a file from the lease before its ``150``. The changes are written each
 round of the state thread (``sync``), the lease given back once the
 account's uploads in this process have been idle for a round.
 
+A file written in place (a direct upload, APPE, REST+STOR, STOU) changes
+the disk as it is written, but its change is queued only when the upload
+ends. Another session of this process may delete, replace or rename the
+file meanwhile, or write it too: each such file is known (``_Written``, by
+device and inode) with the size the usage counts for it, and brought up to
+date (a checkpoint: one ``stat``) before a command measures it to free it,
+and when each of its uploads ends. A file deleted or replaced meanwhile
+then adds nothing more, whatever is still written into it. Appends alone
+count what they wrote, so that concurrent appends from several processes
+each count theirs.
+
 Nothing here runs for a session without a quota or a maximum upload size:
 its handler's ``quota`` is None.
 """
@@ -18,6 +29,7 @@ its handler's ``quota`` is None.
 import collections
 import logging
 import os
+import stat
 import threading
 import time
 
@@ -74,6 +86,24 @@ def _started(waiter):
     return waiter.seq
 
 
+class _Written:
+    """A file being written in place by uploads of this process."""
+
+    __slots__ = ("key", "uploads", "bytes", "files", "gone")
+
+    def __init__(self, key, n_bytes, n_files):
+        self.key = key  # (device, inode)
+        self.uploads = []  # its uploads in progress
+        # What the usage counts for it (queued changes included).
+        self.bytes = n_bytes
+        self.files = n_files
+        self.gone = False  # deleted or replaced by a command of this process
+
+    def appending(self):
+        """True when only appends write it: they count what they wrote."""
+        return all(u.append and not u.roll_back for u in self.uploads)
+
+
 class AccountQuota:
     """One account's quota in this process: its lease and its unwritten changes."""
 
@@ -92,6 +122,7 @@ class AccountQuota:
         self.file_waiters = collections.deque()  # held commands
         self.usage = (0, 0)  # last read, for replies
         self.short_until = 0.0  # a grant fell short: refill no sooner
+        self.writing = {}  # (device, inode) -> _Written (on the loop)
 
     def used(self, kind):
         """What the home holds (0: bytes, 1: files) as last read, with changes since."""
@@ -187,6 +218,29 @@ class QuotaTracker:
             account.busy = True
             self._started += 1
             return self._started
+
+    def checkpoint(self, account, written, size=None):
+        """Queue what ``written`` changed since last counted; return the change.
+
+        ``size``: the file's size now (None: not known, only appends
+        counted). An upload's bytes counted are marked so.
+        """
+        if written.gone:
+            return 0, 0
+        uploads = written.uploads
+        if written.appending() or size is None:
+            n_bytes = written.bytes
+            for upload in uploads:
+                n_bytes += upload.bytes_written - upload.quota.counted
+        else:
+            n_bytes = size
+        for upload in uploads:
+            upload.quota.counted = upload.bytes_written
+        d_bytes, d_files = n_bytes - written.bytes, 1 - written.files
+        written.bytes, written.files = n_bytes, 1
+        if d_bytes or d_files:
+            self.change(account, d_bytes, d_files)
+        return d_bytes, d_files
 
     def give_back(self, account, n_bytes=0, n_files=0, session_ended=False):
         """Put room taken and not used back in the lease."""
@@ -343,8 +397,13 @@ class SessionQuota:
             self.file_slot = False
 
     def measure(self, path, unless_same=None):
-        """Return ``(bytes, files)`` of the regular file at ``path`` (None: nothing)."""
-        if self.account is None:
+        """Return ``(bytes, files, written)`` of the regular file at ``path`` (None: nothing).
+
+        A file an upload of this process is writing in place is first
+        brought up to date in the usage (``written``: its _Written).
+        """
+        account = self.account
+        if account is None:
             return None
         if unless_same is not None:
             try:
@@ -352,12 +411,31 @@ class SessionQuota:
                     return None  # renaming a file onto itself changes nothing
             except OSError:
                 pass
-        size = regular_size(path)
-        return size if size[1] else None
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        written = (
+            account.writing.get((st.st_dev, st.st_ino)) if account.writing else None
+        )
+        if written is not None:
+            self.tracker.checkpoint(account, written, st.st_size)
+        return st.st_size, 1, written
 
     def freed(self, size):
         """The file measured was removed or replaced."""
         self.tracker.change(self.account, -size[0], -size[1])
+        self.replaced(size)
+
+    def replaced(self, size):
+        """The file measured left the home (its size is accounted by the caller)."""
+        written = size[2]
+        if written is not None:
+            # Its uploads write outside the home from now on.
+            written.gone = True
+            written.bytes = written.files = 0
 
     def need_file(self, handler, cmd, arg, path, restart=0):
         """Take a file for a new file; False when the command waits or is refused.
@@ -411,6 +489,25 @@ class SessionQuota:
         upload.quota = quota = UploadQuota(self, handler, upload, files)
         if account is not None:
             quota.seq = self.tracker.started(account)
+            if not upload.atomic:
+                self._writing(account, upload)
+
+    @staticmethod
+    def _writing(account, upload):
+        """Know the file ``upload`` writes in place (it was just opened)."""
+        try:
+            st = os.fstat(upload._file.fileno())
+        except (OSError, AttributeError, ValueError):
+            return  # measured by upload.size_change() at its end
+        key = (st.st_dev, st.st_ino)
+        written = account.writing.get(key)
+        if written is None:
+            # Counted as it was before (a STOR's truncation not yet counted).
+            written = account.writing[key] = _Written(
+                key, upload.size_before, int(upload.existed)
+            )
+        written.uploads.append(upload)
+        upload.quota.written = written
 
 
 class UploadQuota:
@@ -429,6 +526,8 @@ class UploadQuota:
         "gen",
         "done",
         "seq",
+        "written",
+        "counted",
     )
 
     def __init__(self, session, handler, upload, files):
@@ -446,6 +545,8 @@ class UploadQuota:
         self.gen = 0
         self.done = False
         self.seq = 0
+        self.written = None  # the _Written of a file written in place
+        self.counted = 0  # bytes_written counted by checkpoints (appends)
 
     def admit(self, channel, chunk):
         """Say whether ``chunk`` may be written now; else it is held or refused."""
@@ -545,17 +646,47 @@ class UploadQuota:
                 account.byte_waiters.remove(self)
             except ValueError:
                 pass
-        try:
-            d_bytes, d_files = upload.size_change()
-        except OSError as exc:
-            logger.warning("Cannot measure the upload %s: %s", upload.name, exc)
-            d_bytes, d_files = 0, 0
+        tracker = self.session.tracker
+        if self.written is not None:
+            d_bytes, d_files = self._settle(upload)
+            queued = True
+        else:
+            queued = False
+            try:
+                d_bytes, d_files = upload.size_change()
+            except OSError as exc:
+                logger.warning("Cannot measure the upload %s: %s", upload.name, exc)
+                d_bytes, d_files = 0, 0
         # What the change took of the room reserved; the rest goes back to
         # the lease at once (an aborted upload's room serves the others).
         t_bytes = min(max(d_bytes, 0), self.reserved)
         t_files = min(max(d_files, 0), self.files)
-        tracker = self.session.tracker
-        tracker.change(account, d_bytes, d_files, t_bytes, t_files, ended=True)
+        if queued:
+            tracker.change(account, 0, 0, t_bytes, t_files, ended=True)
+        else:
+            tracker.change(account, d_bytes, d_files, t_bytes, t_files, ended=True)
         tracker.give_back(account, self.reserved - t_bytes, self.files - t_files)
         if account.byte_waiters and self.reserved > t_bytes:
             tracker.serve(account)
+
+    def _settle(self, upload):
+        """Queue what the file written in place changed; return the change."""
+        written, account = self.written, self.session.account
+        tracker = self.session.tracker
+        st = upload.final_stat
+        if upload.unlinked and not written.gone:
+            # Its roll-back removed it: the file counts no more.
+            d_bytes, d_files = -written.bytes, -written.files
+            tracker.change(account, d_bytes, d_files)
+            written.gone = True
+            written.bytes = written.files = 0
+        else:
+            # Still in the home (or removed by another process: what it was
+            # made into is counted, ftpquotascan returns the excess).
+            d_bytes, d_files = tracker.checkpoint(
+                account, written, None if st is None else st.st_size
+            )
+        written.uploads.remove(upload)
+        if not written.uploads and account.writing.get(written.key) is written:
+            del account.writing[written.key]
+        return d_bytes, d_files

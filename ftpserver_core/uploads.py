@@ -15,10 +15,13 @@ The upload is journaled before its temporary file is created (see
 does not find and remove.
 
 An upload under a quota or a maximum upload size carries ``quota`` (see
-``quotas.py``): it is told when the upload ends, and ``size_change()``
-says what the upload added to the home. An upload cut short by the maximum
-upload size or a quota is rolled back (``roll_back``): a fresh direct upload is removed,
-an appended or resumed file truncated back to its size before the upload.
+``quotas.py``): it is told when the upload ends. An atomic upload's
+``size_change()`` says what it added to the home; a file written in place
+is measured by the quota itself (``final_stat``: the file as it was left,
+and checkpoints whenever another command deletes or replaces it). An upload
+cut short by the maximum upload size or a quota is rolled back
+(``roll_back``): a fresh direct upload is removed, an appended or resumed
+file truncated back to its size before the upload.
 """
 
 import errno
@@ -74,6 +77,10 @@ class Upload:
         self._written = None  # (device, inode, size) of the file written, closed
         # Written in place, it was deleted, renamed or replaced meanwhile.
         self._moved = False
+        # Written in place under a quota: the file's os.stat_result once it
+        # was written (and rolled back), and whether the roll-back removed it.
+        self.final_stat = None
+        self.unlinked = False
         self._target = path
         self._mode = None
         self._file = None
@@ -163,14 +170,23 @@ class Upload:
             return
         self.closed = True
         try:
-            self.identity = identity(os.fstat(self._file.fileno()))
+            self._file.flush()  # STOU's file (adopted) is buffered
+            st = os.fstat(self._file.fileno())
+            self.identity = identity(st)
             self._written = self.identity[:3]
+            self.final_stat = st
             self._moved = self.quota is not None and not self._at_path()
             self._file.close()
             if self.atomic:
+                replaced = None
                 if self.quota is not None:
-                    self._replaced = regular_size(self._target)
+                    # A file written in place by another upload is brought
+                    # up to date in the usage before it is replaced.
+                    replaced = self.quota.session.measure(self._target)
+                    self._replaced = replaced[:2] if replaced else (0, 0)
                 os.replace(self.temp, self._target)
+                if replaced is not None:
+                    self.quota.session.replaced(replaced)
             self.committed = True
         except BaseException:
             self._discard()
@@ -186,14 +202,21 @@ class Upload:
         self.closed = True
         try:
             if self.quota is not None and not self.atomic:
-                self._written = identity(os.fstat(self._file.fileno()))[:3]
+                try:
+                    self._file.flush()  # STOU's file (adopted) is buffered
+                except OSError:
+                    pass
+                fd = self._file.fileno()
+                self._written = identity(os.fstat(fd))[:3]
                 self._moved = not self._at_path()
+                if self.roll_back:
+                    self._roll_back()
+                # After the roll-back: what the quota settles by.
+                self.final_stat = os.fstat(fd)
             self._file.close()
         finally:
             try:
                 self._discard()
-                if self.roll_back:
-                    self._roll_back()
             finally:
                 if self.quota is not None:
                     self.quota.finished(self)
@@ -203,17 +226,18 @@ class Upload:
         self.abort()
 
     def _roll_back(self):
-        """Remove what a direct upload wrote (the atomic one's temp is gone)."""
-        if self.atomic or self._moved:
+        """Remove what a direct upload wrote, its file still open."""
+        if self._moved:
             return  # deleted, renamed or replaced meanwhile: not ours to touch
         if self.existed and (self.offset or self.append):
             # Appended or resumed: the file as it was before, in length.
-            with open(self.name, "r+b") as file:
-                if os.fstat(file.fileno()).st_size > self.size_before:
-                    file.truncate(self.size_before)
+            fd = self._file.fileno()
+            if os.fstat(fd).st_size > self.size_before:
+                os.ftruncate(fd, self.size_before)
         else:
             try:
                 os.unlink(self.name)
+                self.unlinked = True
             except FileNotFoundError:
                 pass
 
@@ -223,7 +247,8 @@ class Upload:
         Measured, not assumed: an atomic upload adds its size less the file it
         replaced; an append adds what it wrote (concurrent appends each count
         theirs); anything else written in place is the file's size now less
-        its size before.
+        its size before. (A file written in place under a quota is measured
+        by the quota, which follows it: this is for one it could not.)
         """
         if self.atomic:
             if not self.committed:
