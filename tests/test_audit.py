@@ -447,6 +447,45 @@ def test_flush_returns_false_while_the_database_is_down_and_the_records_wait(
     assert journal_backlog(audit_journal) == []
 
 
+def test_a_flush_waiting_behind_records_when_the_database_fails_returns_at_once(
+    transactional_db, audit_journal, outage, caplog
+):
+    """The failed batch's records go back to the journal; the flush is not forgotten."""
+    with override_settings(FTPSERVER_AUDIT_RETRIES=0):
+        with override_settings(FTPSERVER_AUDIT_INTERVAL=60):
+            # Queued while the database answers; the writer sleeps on them.
+            for n in range(5):
+                audit.record(time=audit.now(), event="mkdir", ftp_path=f"/queued{n}")
+            outage.down()
+            with caplog.at_level(logging.WARNING, logger="ftpserver_core.audit"):
+                assert audit.writer.flush(timeout=20) is False
+        # Before the fix the flush's marker was cleared with the failed
+        # batch's queue and the flush waited its whole timeout.
+        assert not [r for r in caplog.records if "did not take every" in r.message]
+        assert writer_is_down()
+        outage.up()
+        audit.writer.start()
+        wait_until(lambda: AuditEvent.objects.count() == 5, timeout=30)
+    assert audit.writer.flush()
+    assert duplicated_records() == {}
+
+
+def test_a_flush_behind_an_overflowed_queue_waits_for_the_replay_only(
+    transactional_db, audit_journal, caplog
+):
+    """Records past FTPSERVER_AUDIT_MAX_QUEUE are read back; the flush is kept."""
+    with override_settings(FTPSERVER_AUDIT_MAX_QUEUE=3, FTPSERVER_AUDIT_INTERVAL=60):
+        for n in range(10):
+            audit.record(time=audit.now(), event="mkdir", ftp_path=f"/over{n}")
+        with caplog.at_level(logging.WARNING, logger="ftpserver_core.audit"):
+            assert audit.writer.flush(timeout=20) is True
+    assert not [r for r in caplog.records if "did not take every" in r.message]
+    assert sorted(AuditEvent.objects.values_list("ftp_path", flat=True)) == sorted(
+        f"/over{n}" for n in range(10)
+    )
+    assert duplicated_records() == {}
+
+
 def segment_history(directory, history, tmp_seen, stop):
     """Sample (inode, size) of every segment of ``directory`` until ``stop``."""
     while not stop.is_set():

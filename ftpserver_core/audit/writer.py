@@ -276,7 +276,7 @@ class AuditWriter:
         """Wake flush() callers whose records are handled (or never will be)."""
         queue = self._queue
         if everything or self._down_since is not None:
-            for item in [i for i in queue if isinstance(i, _Marker)]:
+            for item in self._markers():
                 try:
                     queue.remove(item)
                 except ValueError:
@@ -285,6 +285,9 @@ class AuditWriter:
         else:
             while queue and isinstance(queue[0], _Marker):
                 queue.popleft().done.set()
+
+    def _markers(self):
+        return [item for item in self._queue if isinstance(item, _Marker)]
 
     def _next_batch(self, size):
         """Pop up to ``size`` records, stopping at a flush marker."""
@@ -301,7 +304,11 @@ class AuditWriter:
         journal = self.journal
         if journal.overflowed:
             # The queue was full: what did not fit is read back from disk.
+            # The rotation clears the queue: its flush markers go back in
+            # after it, released once the replay below has written.
+            markers = self._markers()
             journal.rotate(replay=True, queue=self._queue)
+            self._queue.extendleft(reversed(markers))
         if journal.fallback:
             self._write_fallback(journal)
         if self._replay_own(journal) is False:
@@ -330,8 +337,11 @@ class AuditWriter:
 
     def _go_down(self, journal):
         """The database is unavailable: records now live in the journal only."""
+        # Before the rotation clears the queue, markers and all: a flush()
+        # waiting behind the failed batch learns now that the database is
+        # down (it waited its whole timeout, then the next stop's too).
+        self._release_markers(everything=True)
         journal.rotate(replay=True, queue=None)
-        self._release_markers()
 
     def _probe(self):
         now = time.monotonic()
