@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from datetime import UTC, datetime
 
@@ -24,7 +25,18 @@ from .defender import address_key
 from .dtp import DataChannel, PassiveListener, PassivePortsExhausted
 from .filesystems import DjangoFilesystem, OutsideHome, quoted
 from .logins import LoginMixin
-from .uploads import TEMP_PREFIX, RestartError, Upload, is_temporary
+from .quotas import busy_reply
+from .uploads import (
+    TEMP_PREFIX,
+    FileBusy,
+    RestartError,
+    Upload,
+    guard,
+    is_temporary,
+    rename_new,
+)
+
+_AGAIN = object()  # DELE, RNTO: a file appeared at the path, measure it
 
 logger = logging.getLogger(__name__)
 
@@ -360,11 +372,14 @@ class DjangoHandlerMixin(LoginMixin):
         channel = self.data_channel
         if channel is not None and channel.file_obj is not None:
             channel.file_obj = upload = Upload.adopt(
-                channel.file_obj.file, channel.file_obj.name, digest=self.digests
+                channel.file_obj.file,
+                channel.file_obj.name,
+                digest=self.digests,
+                lock=True,
             )
         else:
             file, cmd = self._in_dtp_queue
-            upload = Upload.adopt(file.file, file.name, digest=self.digests)
+            upload = Upload.adopt(file.file, file.name, digest=self.digests, lock=True)
             self._in_dtp_queue = (upload, cmd)
         self.quota.start(self, upload)
 
@@ -381,7 +396,32 @@ class DjangoHandlerMixin(LoginMixin):
 
     def ftp_DELE(self, path):
         quota = self.quota
+        if quota is None:
+            return self._dele(path, None)
+        # Not a file an upload writes in place; held while measured and removed.
+        try:
+            for _ in range(5):
+                with guard(path):
+                    result = self._dele(path, quota)
+                if result is not _AGAIN:
+                    return result
+            raise FileBusy(path)
+        except FileBusy:
+            self.respond(busy_reply(self.fs.sent_path(path)))
+            return None
+
+    def _dele(self, path, quota):
         freed = quota.measure(path) if quota is not None else None
+        if freed is None and quota is not None and quota.account is not None:
+            # Nothing measured: nothing removed either. A file created there
+            # meanwhile (not yet counted) is measured and held first.
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                self.respond("550 No such file or directory.")
+                return None
+            if stat.S_ISREG(st.st_mode):
+                return _AGAIN
         with self.reply_batch():
             result = super().ftp_DELE(path)
             if not self._succeeded():
@@ -438,17 +478,52 @@ class DjangoHandlerMixin(LoginMixin):
             )
         return result
 
+    def ftp_RNFR(self, path):
+        if self.quota is not None:
+            try:
+                with guard(path):
+                    pass
+            except FileBusy:
+                self.respond(busy_reply(self.fs.sent_path(path)))
+                return None
+        return super().ftp_RNFR(path)
+
     def ftp_RNTO(self, path):
         if self._reserved_name(path):
             self._rnfr = None
             return None
         src = self._rnfr
-        quota = self.quota
+        if self.quota is None or not src:
+            return self._rnto(path, src, None)
+        # Neither file written in place by an upload; both held meanwhile.
+        busy = src
+        try:
+            with guard(src):
+                busy = path
+                if path == src:  # held already (a second hold would be refused)
+                    return self._rnto(path, src, self.quota)
+                for _ in range(5):
+                    with guard(path):
+                        result = self._rnto(path, src, self.quota)
+                    if result is not _AGAIN:
+                        return result
+                raise FileBusy(path)
+        except FileBusy:
+            self._rnfr = None
+            self.respond(busy_reply(self.fs.sent_path(busy)))
+            return None
+
+    def _rnto(self, path, src, quota):
         # A file renamed over another frees the other's room; within one
         # home a rename changes nothing else (each account has its own).
         freed = quota.measure(path, unless_same=src) if quota and src else None
         with self.reply_batch():
-            result = super().ftp_RNTO(path)
+            if quota and src and freed is None and not os.path.lexists(path):
+                result = self._rename_new(src, path)
+                if result is _AGAIN:
+                    return result
+            else:
+                result = super().ftp_RNTO(path)
             if not (src and self._succeeded()):
                 return result
             if freed is not None:
@@ -462,6 +537,26 @@ class DjangoHandlerMixin(LoginMixin):
                 ftp_path_to=self.fs.client_path(path),
             )
         return result
+
+    def _rename_new(self, src, path):
+        """pyftpdlib's RNTO onto a name where nothing is (under a quota).
+
+        Renamed only if nothing is there still (uploads.rename_new): a file
+        created meanwhile is measured and held first (_AGAIN).
+        """
+        try:
+            renamed = rename_new(src, path)
+        except FileExistsError:
+            return _AGAIN
+        except OSError as err:
+            self._rnfr = None
+            self.respond(f"550 {strerror(err)}.")
+            return None
+        if not renamed:
+            return super().ftp_RNTO(path)
+        self._rnfr = None
+        self.respond("250 Renaming ok.")
+        return (src, path)
 
     def ftp_MLSD(self, path):
         # pyftpdlib answers 501 for any path that is not a directory. RFC 3659
@@ -573,8 +668,15 @@ class DjangoHandlerMixin(LoginMixin):
                 **upload.journal_fields(),
             )
         )
+        # Under a quota, a file written in place is locked (uploads.py).
+        upload.lock = quota is not None
         try:
             upload.open()
+        except FileBusy:
+            audit.end_upload(upload.journal_uid)
+            quota.lost(upload)
+            self.respond(busy_reply(self.fs.sent_path(file)))
+            return
         except (OSError, FilesystemError) as exc:
             audit.end_upload(upload.journal_uid)
             self.respond(f"550 {strerror(exc)}.")

@@ -20,7 +20,11 @@ date (a checkpoint: one ``stat``) before a command measures it to free it,
 and when each of its uploads ends. A file deleted or replaced meanwhile
 then adds nothing more, whatever is still written into it. Appends alone
 count what they wrote, so that concurrent appends from several processes
-each count theirs.
+each count theirs. Such a file is also locked for its whole transfer
+(``uploads.Upload._open_locked``, ``flock``): a command of another session,
+of any process, that would write, delete, rename or replace it is refused
+(450, ``busy_reply``), which keeps the usage exact across processes; the
+bookkeeping above then serves where ``flock`` is not available.
 
 Nothing here runs for a session without a quota or a maximum upload size:
 its handler's ``quota`` is None.
@@ -35,6 +39,7 @@ import time
 
 from . import signals
 from .conf import settings
+from .filesystems import quoted
 from .uploads import TEMP_PREFIX, regular_size
 
 logger = logging.getLogger("ftpserver_core.quotas")
@@ -48,6 +53,13 @@ def format_size(n):
         n /= 1024
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}"
+
+
+def busy_reply(path):
+    """Return the 450 refusing a command on a file another session uploads."""
+    return (
+        f"450 {quoted(path)}: another session is uploading this file; try again later."
+    )
 
 
 def scan_home(home):
@@ -480,9 +492,20 @@ class SessionQuota:
         self.tracker.wait(account, _HeldCommand(resume), files=True)
         return False
 
+    def lost(self, upload):
+        """Count the new files ``upload`` created that other sessions took.
+
+        Created and then deleted, replaced or written by another session
+        before it was locked: that session counted it as a file that was
+        there (uploads.Upload._open_locked).
+        """
+        if self.account is not None and upload.lost_files:
+            self.tracker.change(self.account, 0, upload.lost_files)
+
     def start(self, handler, upload):
         """Attach an UploadQuota to ``upload`` (after need_file)."""
         account = self.account
+        self.lost(upload)
         files = 0
         if account is not None and self.file_slot and not upload.existed:
             files, self.file_slot = 1, False
@@ -631,6 +654,21 @@ class UploadQuota:
                 used=used,
             )
             channel.abort("quota_exceeded", reply)
+
+    def busy(self, upload):
+        """An atomic upload's replace was refused (FileBusy): end it with 450.
+
+        Return False when its data channel is not found (an error then).
+        """
+        handler = self.handler
+        channel = getattr(handler, "data_channel", None)
+        if channel is None or channel.file_obj is not upload:
+            return False
+        channel.failure = "write_error"
+        channel.transfer_finished = False
+        path = handler.fs.client_path(upload.name) if handler.fs else upload.name
+        channel._resp = (busy_reply(path), logger.info)
+        return True
 
     def finished(self, upload):
         """The upload was committed or discarded: queue what it changed."""

@@ -8,7 +8,8 @@ an upload that fails leaves nothing. The temporary file takes the mode of the
 file it replaces; a target that is a symbolic link is replaced where it
 points. A resumed upload (REST+STOR into an existing file, APPE onto one)
 writes in place, as in ``direct`` mode: that file was visible before, and
-concurrent appends must all land.
+concurrent appends must all land (under a quota they are serialised
+instead: see the lock below).
 
 The upload is journaled before its temporary file is created (see
 ``audit/journal.py``), so a crash leaves nothing behind that the next start
@@ -22,9 +23,20 @@ and checkpoints whenever another command deletes or replaces it). An upload
 cut short by the maximum upload size or a quota is rolled back
 (``roll_back``): a fresh direct upload is removed, an appended or resumed
 file truncated back to its size before the upload.
+
+Under a quota or a maximum upload size (``lock``), a file written in place
+is locked for the whole transfer (``flock(LOCK_EX)``, as vsftpd's
+``lock_upload_files``), taken before a STOR truncates it: another session,
+in any process, that would write, delete, rename or replace it meanwhile is
+refused (``FileBusy``, 450) and changes nothing. Such commands hold the file
+the same way (``guard``) while they measure and remove it, so that two of
+them on two processes cannot both count it.
 """
 
+import contextlib
+import ctypes
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -44,6 +56,98 @@ class RestartError(ValueError):
     """A REST offset beyond the end of the file being resumed."""
 
 
+class FileBusy(BlockingIOError):
+    """Another session holds the file: an upload writes it in place."""
+
+    def __init__(self, path):
+        super().__init__(errno.EWOULDBLOCK, "another session is uploading it", path)
+
+
+# Opens and locks a file again when it was replaced between the two.
+_LOCK_TRIES = 5
+_PROBE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _lock(fd):
+    """Lock ``fd`` (LOCK_EX) without waiting: True, False when held, None unsupported."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None  # no flock on this filesystem (ENOLCK...): unlocked, as before
+    return True
+
+
+def _at(fd, path, follow):
+    """True when ``fd`` is the file at ``path`` (still)."""
+    st = os.fstat(fd)
+    try:
+        at = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (at.st_dev, at.st_ino)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+try:
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+except (AttributeError, OSError):
+    _renameat2 = None
+
+
+def rename_new(src, dst):
+    """Rename ``src`` to ``dst`` unless something is there (RENAME_NOREPLACE).
+
+    Raise FileExistsError when ``dst`` exists; return False, having done
+    nothing, where the system cannot (the caller renames as before). A
+    command that measured nothing at ``dst`` renames so: a file created
+    there meanwhile is measured (and held) before it is replaced.
+    """
+    if _renameat2 is None:
+        return False
+    if _renameat2(
+        _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
+    ):
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            return False
+        raise OSError(code, os.strerror(code), src, None, dst)
+    return True
+
+
+@contextlib.contextmanager
+def guard(path):
+    """Hold the regular file at ``path`` while a command removes or replaces it.
+
+    Raise FileBusy when an upload in place (or, for a moment, another such
+    command) holds it. Nothing is held for a link, a missing file, or one
+    that cannot be opened: the command goes on and answers for itself.
+    """
+    fd = None
+    for _ in range(_LOCK_TRIES):
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                break
+            fd = os.open(path, _PROBE)
+        except OSError:
+            break
+        locked = _lock(fd)
+        if locked is False:
+            os.close(fd)
+            raise FileBusy(path)
+        if locked is None or _at(fd, path, follow=False):
+            break
+        os.close(fd)  # replaced meanwhile: hold the file there now
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def identity(st):
     """The identity of a file's content: device, inode, size, modification time."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -59,6 +163,8 @@ class Upload:
 
     # The upload's quotas.UploadQuota (None: no quota, no size limit).
     quota = None
+    # Lock a file written in place while it is written (under a quota).
+    lock = False
 
     def __init__(self, path, *, offset=0, append=False, atomic=True, digest=True):
         self.name = path  # what pyftpdlib's callbacks report
@@ -73,6 +179,7 @@ class Upload:
         self.roll_back = False  # set when a quota or the size limit cut it short
         self.existed = False  # a regular file was there before
         self.size_before = 0
+        self.lost_files = 0  # see _open_locked()
         self._replaced = (0, 0)  # (bytes, files) an atomic upload replaced
         self._written = None  # (device, inode, size) of the file written, closed
         # Written in place, it was deleted, renamed or replaced meanwhile.
@@ -121,11 +228,15 @@ class Upload:
         return self
 
     @classmethod
-    def adopt(cls, file, name, digest=True):
+    def adopt(cls, file, name, digest=True, lock=False):
         """Wrap a file created and opened elsewhere (STOU's) as a direct upload."""
         upload = cls(name, atomic=False, digest=digest)
         upload._hash = hashlib.sha256() if digest else None
         upload._file = file
+        if lock:
+            # A new file of its own (O_EXCL): nobody else can hold it yet.
+            upload.lock = True
+            _lock(file.fileno())
         return upload
 
     def journal_fields(self):
@@ -138,6 +249,8 @@ class Upload:
             self._file = open(self.temp, "xb", buffering=0)  # noqa: SIM115
             if self._mode is not None:
                 os.fchmod(self._file.fileno(), self._mode)
+        elif self.lock:
+            self._open_locked()
         elif self.append:
             self._file = open(self.name, "ab", buffering=0)  # noqa: SIM115
         elif self.offset:
@@ -148,6 +261,74 @@ class Upload:
         # Unbuffered: a write error surfaces at the write that failed, and
         # bytes_written is what the kernel took.
         return self
+
+    def _open_locked(self):
+        """Open the file in place and lock it, then (STOR) truncate it.
+
+        The same flags as open()'s "ab", "r+b", "wb", without O_TRUNC: a
+        file another session writes is left as it is (FileBusy). Whether it
+        existed, and its size before, are what the lock found: another
+        process may have changed it since prepare(). A file is created only
+        with O_EXCL, so that it is known to be new (counted by this upload).
+        """
+        create = not self.offset or self.append
+        if self.append:
+            flags, mode = os.O_WRONLY | os.O_APPEND, "ab"
+        elif self.offset:
+            flags, mode = os.O_RDWR, "r+b"
+        else:
+            flags, mode = os.O_WRONLY, "wb"
+        flags |= os.O_CLOEXEC
+        # New files this upload created that another session took before
+        # they were locked: that one counted them (a DELE freed one, an
+        # upload wrote into it), so the usage counts them (quotas.py).
+        self.lost_files = 0
+        for _ in range(_LOCK_TRIES):
+            created = False
+            try:
+                fd = os.open(self.name, flags)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    fd = os.open(self.name, flags | os.O_CREAT | os.O_EXCL, 0o666)
+                except FileExistsError:
+                    if not os.path.islink(self.name):
+                        continue  # created meanwhile: open that one
+                    # A dangling link: its target is created, as open() does.
+                    fd = os.open(self.name, flags | os.O_CREAT, 0o666)
+                created = True
+            try:
+                locked = _lock(fd)
+                if locked is None or (locked and _at(fd, self.name, follow=True)):
+                    break
+                self.lost_files += created
+                if locked is False:
+                    raise FileBusy(self.name)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # deleted or replaced before it was locked: again
+        else:
+            raise FileBusy(self.name)
+        try:
+            st = os.fstat(fd)
+            # As it is now: an upload of another process may have ended (and
+            # its change counted), a DELE removed it, since prepare(). A file
+            # created here is this upload's to count; what another session
+            # wrote into it before it was locked, that one counted.
+            self.existed = not created
+            self.size_before = st.st_size
+            if self.append:
+                self.offset = st.st_size
+            if mode == "wb" and st.st_size:
+                os.ftruncate(fd, 0)
+            self._file = open(fd, mode, buffering=0)  # noqa: SIM115
+        except BaseException:
+            os.close(fd)
+            raise
+        if self.offset and not self.append:
+            self._file.seek(self.offset)
 
     def write(self, data):
         if self._hash is not None:
@@ -178,22 +359,45 @@ class Upload:
             self._moved = self.quota is not None and not self._at_path()
             self._file.close()
             if self.atomic:
-                replaced = None
                 if self.quota is not None:
-                    # A file written in place by another upload is brought
-                    # up to date in the usage before it is replaced.
-                    replaced = self.quota.session.measure(self._target)
-                    self._replaced = replaced[:2] if replaced else (0, 0)
-                os.replace(self.temp, self._target)
-                if replaced is not None:
-                    self.quota.session.replaced(replaced)
+                    # Not over a file written in place (FileBusy), and the
+                    # file replaced is held while it is measured.
+                    for _ in range(_LOCK_TRIES):
+                        with guard(self._target):
+                            replaced = self.quota.session.measure(self._target)
+                            self._replaced = replaced[:2] if replaced else (0, 0)
+                            put = self._put_new()
+                            if put is False:
+                                os.replace(self.temp, self._target)
+                        if put is not None:
+                            break
+                    else:
+                        raise FileBusy(self._target)
+                    if replaced is not None:
+                        self.quota.session.replaced(replaced)
+                else:
+                    os.replace(self.temp, self._target)
             self.committed = True
-        except BaseException:
+        except BaseException as exc:
             self._discard()
-            raise
+            # A replace refused (450) is the transfer's reply, not an error.
+            if not (isinstance(exc, FileBusy) and self.quota.busy(self)):
+                raise
         finally:
             if self.quota is not None:
                 self.quota.finished(self)
+
+    def _put_new(self):
+        """Put the file in place if nothing is there; False: replace what is.
+
+        None: a file appeared meanwhile (to be measured, then replaced).
+        """
+        if os.path.lexists(self._target):
+            return False
+        try:
+            return rename_new(self.temp, self._target)
+        except FileExistsError:
+            return None  # measured again, then replaced
 
     def abort(self):
         """Close the file; a fresh atomic upload is removed."""

@@ -15,6 +15,7 @@ from ftpserver_core import audit
 from ftpserver_core.models import (
     AuditEvent,
     FTPUserGroup,
+    LiveSession,
     QuotaLease,
     QuotaUsage,
 )
@@ -53,7 +54,7 @@ def send(ftp, cmd, data, rest=None):
     ftp.voidcmd("TYPE I")
     try:
         conn = ftp.transfercmd(cmd, rest)
-    except ftplib.error_perm as exc:
+    except (ftplib.error_perm, ftplib.error_temp) as exc:
         return str(exc)
     try:
         with conn:
@@ -227,25 +228,68 @@ def _wait_written(home, name, n_bytes, timeout=10.0):
 # was +100,000 for a direct STOR racing a DELE, -50,000 for two direct STORs
 # of one name, +100,000 for an APPE racing a DELE or an atomic STOR. The
 # others were exact before too: guards of the same paths in the other mode.
+# Since uploads in place are locked under a quota (vsftpd's
+# lock_upload_files), the other session's command on "x" is refused with 450
+# whenever "x" is written in place (direct mode, APPE, REST+STOR): see
+# _in_place(). An atomic upload writes a temporary file (not locked): the
+# race runs and the usage follows it, as before.
 SAME_NAME_RACES = [
     # (upload, what the other session does, modes)
-    ("STOR", "DELE x", "direct"),  # *
+    ("STOR", "DELE x", "direct"),  # * (450)
     ("STOR", "DELE x", "atomic"),
-    ("STOR", "STOR", "direct"),  # *
+    ("STOR", "STOR", "direct"),  # * (450)
     ("STOR", "STOR", "atomic"),
-    ("STOR new", "STOR", "direct"),  # * (x did not exist before)
+    ("STOR new", "STOR", "direct"),  # * (x did not exist before; 450)
     ("STOR new", "STOR", "atomic"),
-    ("APPE", "STOR", "atomic"),  # *
-    ("APPE", "STOR", "direct"),
-    ("APPE", "DELE x", "atomic"),  # *
-    ("APPE", "DELE x", "direct"),  # *
-    ("REST+STOR", "DELE x", "atomic"),  # *
-    ("STOR", "RNFR x, RNTO z", "direct"),
+    ("APPE", "STOR", "atomic"),  # * (450 when the atomic STOR replaces x)
+    ("APPE", "STOR", "direct"),  # (450)
+    ("APPE", "DELE x", "atomic"),  # * (450)
+    ("APPE", "DELE x", "direct"),  # * (450)
+    ("REST+STOR", "DELE x", "atomic"),  # * (450)
+    ("STOR", "RNFR x, RNTO z", "direct"),  # (450 at RNFR)
     ("STOR", "RNFR x, RNTO z", "atomic"),
-    ("STOR", "RNFR x, RNTO z, DELE z", "direct"),  # *
-    ("STOR", "RNFR y, RNTO x", "direct"),  # *
+    ("STOR", "RNFR x, RNTO z, DELE z", "direct"),  # * (450 at RNFR)
+    ("STOR", "RNFR y, RNTO x", "direct"),  # * (450 at RNTO)
     ("STOR", "RNFR y, RNTO x", "atomic"),
 ]
+
+
+def _sizes(home):
+    """{name: size} of what ``home`` holds, temporary files left out."""
+    return {
+        entry.name: entry.stat(follow_symlinks=False).st_size
+        for entry in os.scandir(home)
+        if not entry.name.startswith(TEMP_PREFIX)
+    }
+
+
+def _in_place(upload, mode):
+    """True when the upload into "x" writes "x" itself (and locks it)."""
+    return mode == "direct" or upload in ("APPE", "REST+STOR")
+
+
+def _other(ftp, other):
+    """Run the other session's commands; return the replies, up to a refusal."""
+    if other == "STOR":
+        return [send(ftp, "STOR x", b"b" * 50_000)]
+    replies = []
+    for command in other.split(", "):
+        try:
+            if command.startswith("DELE"):
+                replies.append(ftp.delete(command.split()[1]))
+            else:
+                replies.append(ftp.sendcmd(command))
+        except (ftplib.error_perm, ftplib.error_temp) as exc:
+            replies.append(str(exc))
+            break
+    return replies
+
+
+def busy(path):
+    return f'450 "{path}": another session is uploading this file; try again later.'
+
+
+BUSY = busy("x")  # the path as sent
 
 
 @pytest.mark.parametrize(
@@ -272,19 +316,86 @@ def test_usage_stays_exact_when_another_session_changes_a_file_being_uploaded(
         written = 100_000
     conn.sendall(b"a" * 100_000)
     _wait_written(home, "x", written)
-    if other == "STOR":
-        assert send(b, "STOR x", b"b" * 50_000).startswith("226")
+    before = _sizes(home)
+    replies = _other(b, other)
+    if _in_place(upload, mode):
+        # Refused at its first command on "x", having changed nothing.
+        # (An atomic upload's replace names the file from the home.)
+        assert replies[-1] in (BUSY, busy("/x")), replies
+        assert all(r[:1] in "23" for r in replies[:-1]), replies
+        assert _sizes(home) == before
     else:
-        for command in other.split(", "):
-            if command.startswith("DELE"):
-                b.delete(command.split()[1])
-            else:
-                b.sendcmd(command)
+        assert all(r[:1] in "23" for r in replies), replies
     conn.sendall(b"a" * 100_000)
     conn.close()
     assert a.voidresp().startswith("226")
     used = settled(account, live.server)
     assert used == scan_home(home)
+    if _in_place(upload, mode):
+        # The upload ended: the same commands now run.
+        replies = _other(b, other)
+        assert all(r[:1] in "23" for r in replies), replies
+        assert settled(account, live.server) == scan_home(home)
+    a.quit()
+    b.quit()
+
+
+# What a session of another process does to "x" while a direct upload into
+# "x" is held open: refused (450), then run once the upload ended.
+CROSS_PROCESS = ["DELE x", "STOR", "RNFR y, RNTO x", "RNFR x, RNTO z"]
+
+
+def _process_of(ip, timeout=20.0):
+    """The pid of the server process holding the session from ``ip``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = LiveSession.objects.select_related("process").filter(remote_ip=ip).first()
+        if row is not None:
+            return row.process.pid
+        assert time.monotonic() < deadline, f"no live session from {ip}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "other", CROSS_PROCESS, ids=[o.replace(" ", "") for o in CROSS_PROCESS]
+)
+def test_a_file_written_in_place_is_locked_for_sessions_of_another_process(
+    ftpserver_cmd,  # noqa: F811
+    make_account,
+    other,
+):
+    """vsftpd's lock_upload_files across processes (two servers, one database).
+
+    Without the lock, a DELE or an overwrite on the other process drifts the
+    usage (issue 11: a process cannot see the other's uploads in progress).
+    """
+    account = make_account("alice", quota_bytes=100 * MiB, quota_files=1000)
+    home = account.home_path
+    first = ftpserver_cmd("127.0.0.1:0")  # direct uploads: written in place
+    second = ftpserver_cmd("127.0.0.1:0")
+    a = first.client("alice", source=("127.0.0.81", 0))
+    b = second.client("alice", source=("127.0.0.82", 0))
+    assert _process_of("127.0.0.81") == first.pid
+    assert _process_of("127.0.0.82") == second.pid != first.pid
+    assert send(b, "STOR x", b"o" * 30_000).startswith("226")
+    assert send(b, "STOR y", b"y" * 7_000).startswith("226")
+    assert settled(account) == (37_000, 2)
+    a.voidcmd("TYPE I")
+    conn = a.transfercmd("STOR x")
+    conn.sendall(b"a" * 100_000)
+    _wait_written(home, "x", 100_000)
+    before = _sizes(home)
+    replies = _other(b, other)
+    assert replies[-1] == BUSY, replies
+    assert all(r[:1] in "23" for r in replies[:-1]), replies
+    assert _sizes(home) == before  # nothing changed
+    conn.sendall(b"a" * 100_000)
+    conn.close()
+    assert a.voidresp().startswith("226")
+    # The upload ended (its lock with it): the same commands now run.
+    replies = _other(b, other)
+    assert all(r[:1] in "23" for r in replies), replies
+    assert settled(account) == scan_home(home)
     a.quit()
     b.quit()
 
@@ -293,8 +404,8 @@ def test_usage_stays_exact_when_an_upload_cut_short_raced_another_session(
     ftp_server, make_account
 ):
     """A direct upload past the maximum upload size is rolled back (removed)
-    after another session's upload into the same file ended: the file is gone
-    and counts nothing."""
+    after another session's upload into the same file was refused (450): the
+    file is gone and counts nothing."""
     account = make_account(
         "alice", quota_bytes=100 * MiB, quota_files=1000, max_upload_size=150_000
     )
@@ -306,7 +417,8 @@ def test_usage_stays_exact_when_an_upload_cut_short_raced_another_session(
     conn = a.transfercmd("STOR x")
     conn.sendall(b"a" * 100_000)
     _wait_written(home, "x", 100_000)
-    assert send(b, "STOR x", b"b" * 50_000).startswith("226")
+    # Locked while it is written: the other upload is refused (450).
+    assert send(b, "STOR x", b"b" * 50_000) == BUSY
     try:
         conn.sendall(b"a" * 100_000)
     except OSError:
@@ -620,11 +732,11 @@ def test_proftpd_bug_2066_with_sessions_racing_on_shared_names(
 ):
     """The churn of #2066, with every session on the same 4 names.
 
-    On one process, uploads in progress whose file another session deletes,
-    replaces or renames are followed: the usage equals the disk. On two, a
-    process cannot see the other's uploads in progress: docs/state.rst says
-    what drift this can leave and has ``ftpquotascan`` repair it. Measured
-    and printed here; after the scan the usage is the disk's.
+    A file written in place is locked while it is written: another session,
+    of this process or the other, that would delete, replace, rename or
+    write it is refused (450). The usage equals the disk, on one process as
+    on two (printed: the operations and refusals); ``ftpquotascan`` then
+    finds nothing to repair.
     """
     from django.core.management import call_command
 
@@ -662,13 +774,13 @@ def test_proftpd_bug_2066_with_sessions_racing_on_shared_names(
                 elif op < 0.9:
                     try:
                         reply = ftp.delete(name)
-                    except ftplib.error_perm as exc:
+                    except (ftplib.error_perm, ftplib.error_temp) as exc:
                         reply = str(exc)
                 else:
                     try:
                         ftp.sendcmd(f"RNFR {name}")
                         reply = ftp.sendcmd(f"RNTO shared-{rng.randrange(4)}")
-                    except ftplib.error_perm as exc:
+                    except (ftplib.error_perm, ftplib.error_temp) as exc:
                         reply = str(exc)
                 ops += 1
                 code = reply[:3]
@@ -690,8 +802,9 @@ def test_proftpd_bug_2066_with_sessions_racing_on_shared_names(
     assert counts["sessions"] == sessions
     assert counts["ops"] > 100
     # Refusals are the races' own (a name deleted or renamed by another
-    # session: 550), never an error of the quota or the server.
-    assert set(replies) <= {"550"}, replies
+    # session: 550; a file another session uploads in place: 450), never an
+    # error of the quota or the server.
+    assert set(replies) <= {"550", "450"}, replies
     # Both processes wrote what they changed and gave their leases back.
     deadline = time.monotonic() + 30
     while (
@@ -708,7 +821,6 @@ def test_proftpd_bug_2066_with_sessions_racing_on_shared_names(
         f"{counts['refused']} refused ({replies}), usage {recorded} vs disk "
         f"{disk}: drift {drift}"
     )
-    if workers == 1:
-        assert drift == (0, 0)
+    assert drift == (0, 0)
     call_command("ftpquotascan", "alice", verbosity=0)
     assert usage(account) == scan_home(account.home_path)

@@ -71,7 +71,9 @@ def test_resumed_upload_of_a_file_deleted_meanwhile_keeps_usage_exact(
     # REST+STOR writes in place; a second session deletes (or renames) the
     # file meanwhile. The upload measured the path at its end (nothing
     # there) and took the whole file off the usage a second time: each
-    # round freed the file's size and one file of quota for nothing.
+    # round freed the file's size and one file of quota for nothing. Under
+    # a quota the file is now locked while it is written: the delete (or
+    # rename) is answered 450 and works once the upload ended.
     account = make_account("alice", quota_bytes=10_000_000, quota_files=100)
     home = account.home_path
     writer, other = live_ftp.client("alice"), live_ftp.client("alice")
@@ -82,13 +84,19 @@ def test_resumed_upload_of_a_file_deleted_meanwhile_keeps_usage_exact(
 
     conn = start_upload(writer, "STOR f.bin", b"x" * 1000, rest=1000)
     wait_written(os.path.join(home, "f.bin"), 300 * KiB)
-    if how == "DELE":
-        other.delete("f.bin")
-    else:
-        other.rename("f.bin", "g.bin")
+    change = (
+        (lambda: other.delete("f.bin"))
+        if how == "DELE"
+        else (lambda: other.rename("f.bin", "g.bin"))
+    )
+    with pytest.raises(ftplib.error_temp, match="^450"):
+        change()
     assert finish_upload(writer, conn, b"y" * 1000).startswith("226")
     recorded, disk = written_down(account, live_ftp.server)
-    assert recorded == disk
+    assert recorded == disk == (300 * KiB, 1)
+    change()
+    recorded, disk = written_down(account, live_ftp.server)
+    assert recorded == disk == ((0, 0) if how == "DELE" else (300 * KiB, 1))
     writer.quit()
     other.quit()
 
@@ -96,19 +104,22 @@ def test_resumed_upload_of_a_file_deleted_meanwhile_keeps_usage_exact(
 def test_fresh_upload_deleted_meanwhile_frees_nothing_twice(live_ftp, make_account):
     # STOU (always written in place) of a file another session deletes
     # mid-transfer: the delete freed it; its end must not free it again.
+    # Under a quota the file is now locked while it is written: the delete
+    # is answered 450 and frees it exactly once after the upload.
     account = make_account("alice", quota_bytes=10_000_000, quota_files=100)
     writer, other = live_ftp.client("alice"), live_ftp.client("alice")
     conn = start_upload(writer, "STOU", os.urandom(200 * KiB))
     names = os.listdir(account.home_path)
     assert len(names) == 1, names
     wait_written(os.path.join(account.home_path, names[0]), 200 * KiB)
-    other.delete(names[0])
+    with pytest.raises(ftplib.error_temp, match="^450"):
+        other.delete(names[0])
     assert finish_upload(writer, conn, b"z" * 5000).startswith("226")
     recorded, disk = written_down(account, live_ftp.server)
-    # Never below the disk (room for free); at most what was written after
-    # the delete above it (what the delete could not see; ftpquotascan).
-    assert disk == (0, 0)
-    assert recorded[1] == 0 and 0 <= recorded[0] <= 5000
+    assert recorded == disk == (200 * KiB + 5000, 1)
+    other.delete(names[0])
+    recorded, disk = written_down(account, live_ftp.server)
+    assert recorded == disk == (0, 0)
     writer.quit()
     other.quit()
 
