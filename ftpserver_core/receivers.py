@@ -48,22 +48,13 @@ def _session_receiver(event, failure="", **extra_fields):
     extras = tuple(extra_fields.items())
 
     def receiver(sender, handler, username=None, **kwargs):
-        # On the IO loop, once per FTP event: one dict, built in one go.
         if not audit.enabled(event):
             return
-        policy = handler.policy if hasattr(handler, "policy") else None
-        record = {
-            "time": audit.now(),
-            "event": event,
-            "username": username or "",
-            "node": audit.node_name(),
-            "remote_ip": handler.remote_ip or None,
-            "remote_port": handler.remote_port or None,
-            "session_id": getattr(handler, "session_id", ""),
-            "tls": bool(getattr(handler, "tls", False)),
-            "account_id": policy.account_id if policy else None,
-            "group": (policy.group or "") if policy else "",
-        }
+        record = session_fields(handler)
+        record["time"] = audit.now()
+        record["event"] = event
+        record["username"] = username or ""
+        record["node"] = audit.node_name()
         for field, arg in extras:
             value = kwargs.get(arg)
             if value is not None:

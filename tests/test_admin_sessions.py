@@ -7,7 +7,6 @@ the admin ends.
 
 import datetime
 import ftplib
-import socket
 import time
 
 import pytest
@@ -28,6 +27,7 @@ from ftpserver_core.models import (
 )
 
 from .conftest import PASSWORD
+from .test_defender import greeting
 
 LIST = reverse("admin:ftpserver_core_livesession_changelist")
 
@@ -382,20 +382,6 @@ def test_a_real_session_is_listed_and_disconnected(
         time.sleep(0.1)
 
 
-def greeting_from(live, source):
-    """The first reply a new connection from ``source`` gets (220 or 421)."""
-    with socket.create_connection(
-        (live.host, live.port), timeout=10, source_address=(source, 0)
-    ) as sock:
-        reply = b""
-        while not reply.endswith(b"\r\n"):
-            chunk = sock.recv(1024)
-            if not chunk:
-                break
-            reply += chunk
-    return reply.decode()
-
-
 def test_disconnect_and_ban_ends_a_real_session_and_refuses_its_address(
     live_ftp, make_account, client, django_user_model
 ):
@@ -414,7 +400,7 @@ def test_disconnect_and_ban_ends_a_real_session_and_refuses_its_address(
     client.force_login(root)
     session = wait_for_row(username="carol", remote_ip=banned_ip)
     wait_for_row(username="carol", remote_ip=other_ip)
-    assert greeting_from(live_ftp, banned_ip).startswith("220")
+    assert greeting(live_ftp, banned_ip).startswith("220")
 
     started = time.monotonic()
     response = run_action(client, "disconnect_and_ban", session)
@@ -434,7 +420,7 @@ def test_disconnect_and_ban_ends_a_real_session_and_refuses_its_address(
     # A reconnect is refused once the ban store's round has read the ban:
     # the kick can come first (see docs/state.rst, at most a round behind).
     deadline = time.monotonic() + 5
-    while not (first := greeting_from(live_ftp, banned_ip)).startswith("421"):
+    while not (first := greeting(live_ftp, banned_ip)).startswith("421"):
         assert first.startswith("220"), first
         assert time.monotonic() < deadline, "the banned address still gets in"
         time.sleep(0.05)
@@ -461,7 +447,7 @@ def test_disconnect_and_ban_ends_a_real_session_and_refuses_its_address(
     assert terminated.remote_ip == banned_ip
     # The other address is neither banned nor disconnected.
     assert other.voidcmd("NOOP").startswith("200")
-    assert greeting_from(live_ftp, other_ip).startswith("220")
+    assert greeting(live_ftp, other_ip).startswith("220")
     other.quit()
     deadline = time.monotonic() + 10
     while LiveSession.objects.filter(remote_ip=banned_ip).exists():

@@ -506,6 +506,15 @@ def test_quota_is_shared_by_two_server_processes(ftpserver_cmd, make_account):  
     assert not os.path.exists(os.path.join(account.home_path, "two"))
 
 
+def run_sessions(run, sessions):
+    """Run ``run(n)`` for n in range(sessions), each in its own thread, and wait."""
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+
 def test_proftpd_bug_2066_concurrent_uploads_and_deletes(
     ftpserver_cmd,  # noqa: F811
     make_account,
@@ -572,11 +581,7 @@ def test_proftpd_bug_2066_concurrent_uploads_and_deletes(
                 counts["bytes"] += sent
                 counts["errors"] += errors
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(sessions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    run_sessions(run, sessions)
     assert counts["sessions"] == sessions
     assert counts["ops"] > 200
     assert counts["errors"] == 0
@@ -794,11 +799,7 @@ def test_proftpd_bug_2066_with_sessions_racing_on_shared_names(
                 counts["ops"] += ops
                 counts["refused"] += refused
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(sessions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    run_sessions(run, sessions)
     assert counts["sessions"] == sessions
     assert counts["ops"] > 100
     # Refusals are the races' own (a name deleted or renamed by another
