@@ -51,6 +51,13 @@ def written_down(account, server, timeout=10):
         )
         leased = QuotaLease.objects.filter(account=account.pk).exclude(bytes=0, files=0)
         if idle and not leased.exists():
+            # The state thread may be writing what it just took from the
+            # queue: wait until a whole round ran after this check.
+            start = server.state.rounds
+            while server.state.rounds < start + 2:
+                server.state.wake()
+                assert time.monotonic() < deadline, "no state round ran"
+                time.sleep(0.02)
             return usage(account), scan_home(account.home_path)
         assert time.monotonic() < deadline, "the server kept its usage changes"
         time.sleep(0.05)

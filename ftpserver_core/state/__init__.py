@@ -75,6 +75,9 @@ class SharedState:
         self.backend = backend or get_backend()
         self.node = node or _node_name()
         self.poll_interval = settings.STATE_POLL_INTERVAL
+        # Rounds done: what was queued before round n began is written once
+        # ``rounds`` passes n (tests wait on it instead of sleeping).
+        self.rounds = 0
         self.heartbeat_interval = settings.STATE_HEARTBEAT
         self.participants = []
         self.process = None
@@ -281,6 +284,7 @@ class SharedState:
         close_old_connections()
         try:
             self._round()
+            self.rounds += 1
         except Exception as exc:
             if not self._failing:
                 logger.warning(
