@@ -8,6 +8,7 @@ signals run beside them.
 """
 
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.utils import timezone
 
@@ -228,6 +229,10 @@ def _account_saved(sender, instance, created=False, raw=False, **kwargs):
 
 def _account_deleted(sender, instance, **kwargs):
     end_sessions("account_deleted", account_id=instance.pk)
+    # Again once the deletion is committed: a state thread may have written
+    # a session of the account meanwhile (rows are written behind logins).
+    pk = instance.pk
+    transaction.on_commit(lambda: end_sessions("account_deleted", account_id=pk))
 
 
 def _user_saving(sender, instance, raw=False, **kwargs):

@@ -50,12 +50,16 @@ class LiveSession(models.Model):
     )
     session_id = models.CharField(_("session"), max_length=32)
     # Kept when the account is deleted: its session must still be found and
-    # ended (ftpserver_core.receivers asks first).
+    # ended (ftpserver_core.receivers asks first). A loose link, like the
+    # audit's: a state thread writes rows behind the logins, and a row
+    # written while the account was being deleted must fail neither write
+    # (PostgreSQL checks the key at the deleter's COMMIT).
     account = models.ForeignKey(
         FTPUserAccount,
         models.SET_NULL,
         null=True,
         blank=True,
+        db_constraint=False,
         related_name="live_sessions",
         verbose_name=_("account"),
     )
@@ -92,10 +96,13 @@ class LiveSession(models.Model):
 class QuotaUsage(models.Model):
     """What an account's home holds, as the server counted it."""
 
+    # Loose for the same reason as LiveSession.account; the state thread
+    # sweeps rows whose account is gone.
     account = models.OneToOneField(
         FTPUserAccount,
         models.CASCADE,
         primary_key=True,
+        db_constraint=False,
         related_name="quota_usage",
         verbose_name=_("account"),
     )
@@ -119,7 +126,11 @@ class QuotaLease(models.Model):
         ServerProcess, models.CASCADE, related_name="leases", verbose_name=_("process")
     )
     account = models.ForeignKey(
-        FTPUserAccount, models.CASCADE, related_name="+", verbose_name=_("account")
+        FTPUserAccount,
+        models.CASCADE,
+        db_constraint=False,  # as QuotaUsage.account
+        related_name="+",
+        verbose_name=_("account"),
     )
     bytes = models.BigIntegerField(_("bytes"), default=0)
     files = models.BigIntegerField(_("files"), default=0)

@@ -87,6 +87,11 @@ class DatabaseBackend(StateBackend):
         ServerProcess.objects.filter(
             heartbeat_at__lt=_ago(self.expiry + retention)
         ).delete()
+        # Quota rows written while their account was being deleted (the
+        # links are loose): the deletion's cascade could not see them.
+        accounts = FTPUserAccount.objects.values("pk")
+        QuotaLease.objects.exclude(account_id__in=accounts).delete()
+        QuotaUsage.objects.exclude(account_id__in=accounts).delete()
 
     # --- sessions
 
@@ -161,8 +166,9 @@ class DatabaseBackend(StateBackend):
 
     def record_sessions(self, process, sessions, logins):
         with transaction.atomic():
-            # An account deleted since its login: the row is kept without it
-            # (the session is being ended for it).
+            # An account deleted since its login: the row is kept without it,
+            # asking its process to end the session (the deletion's own
+            # request found no row to mark).
             exist = set(
                 FTPUserAccount.objects.filter(
                     pk__in={s.account_id for s in sessions if s.account_id}
@@ -171,8 +177,9 @@ class DatabaseBackend(StateBackend):
             rows = []
             for session in sessions:
                 fields = _fields(session)
-                if fields["account_id"] not in exist:
+                if fields["account_id"] and fields["account_id"] not in exist:
                     fields["account_id"] = None
+                    fields.setdefault("kick_reason", "account_deleted")
                 rows.append(LiveSession(process_id=process, **fields))
             LiveSession.objects.bulk_create(rows, ignore_conflicts=True)
             for account, (remote_ip, when) in logins.items():
