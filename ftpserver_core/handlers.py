@@ -27,18 +27,30 @@ from .filesystems import DjangoFilesystem, OutsideHome, quoted
 from .logins import LoginMixin
 from .quotas import busy_reply
 from .uploads import (
+    AGAIN,
     TEMP_PREFIX,
     FileBusy,
     RestartError,
     Upload,
     guard,
+    hold,
+    is_regular,
     is_temporary,
     rename_new,
 )
 
-_AGAIN = object()  # DELE, RNTO: a file appeared at the path, measure it
-
 logger = logging.getLogger(__name__)
+
+
+def _appeared(path, src):
+    """True when a regular file other than ``src`` is at ``path`` now."""
+    if not is_regular(path):
+        return False
+    try:
+        return not os.path.samefile(path, src)
+    except OSError:
+        return True
+
 
 # Commands this server adds to pyftpdlib's (draft-bryan-ftpext-hash).
 EXTRA_COMMANDS = {
@@ -400,18 +412,15 @@ class DjangoHandlerMixin(LoginMixin):
             return self._dele(path, None)
         # Not a file an upload writes in place; held while measured and removed.
         try:
-            for _ in range(5):
-                with guard(path):
-                    result = self._dele(path, quota)
-                if result is not _AGAIN:
-                    return result
-            raise FileBusy(path)
+            return hold(path, lambda seen: self._dele(path, quota, seen))
         except FileBusy:
             self.respond(busy_reply(self.fs.sent_path(path)))
             return None
 
-    def _dele(self, path, quota):
-        freed = quota.measure(path) if quota is not None else None
+    def _dele(self, path, quota, seen=False):
+        freed = quota.measure(path, seen=seen) if quota is not None else None
+        if freed is AGAIN:
+            return AGAIN
         if freed is None and quota is not None and quota.account is not None:
             # Nothing measured: nothing removed either. A file created there
             # meanwhile (not yet counted) is measured and held first.
@@ -421,7 +430,7 @@ class DjangoHandlerMixin(LoginMixin):
                 self.respond("550 No such file or directory.")
                 return None
             if stat.S_ISREG(st.st_mode):
-                return _AGAIN
+                return AGAIN
         with self.reply_batch():
             result = super().ftp_DELE(path)
             if not self._succeeded():
@@ -500,28 +509,32 @@ class DjangoHandlerMixin(LoginMixin):
         try:
             with guard(src):
                 busy = path
-                if path == src:  # held already (a second hold would be refused)
-                    return self._rnto(path, src, self.quota)
-                for _ in range(5):
-                    with guard(path):
-                        result = self._rnto(path, src, self.quota)
-                    if result is not _AGAIN:
-                        return result
-                raise FileBusy(path)
+                if path == src:
+                    # Held already (a second hold would be refused); onto
+                    # itself a rename changes no usage. Measured, a file
+                    # that came and went meanwhile could be counted as
+                    # freed, or leave the command unanswered (AGAIN).
+                    return self._rnto(path, src, None)
+                return hold(path, lambda seen: self._rnto(path, src, self.quota, seen))
         except FileBusy:
             self._rnfr = None
             self.respond(busy_reply(self.fs.sent_path(busy)))
             return None
 
-    def _rnto(self, path, src, quota):
+    def _rnto(self, path, src, quota, seen=False):
         # A file renamed over another frees the other's room; within one
         # home a rename changes nothing else (each account has its own).
-        freed = quota.measure(path, unless_same=src) if quota and src else None
+        measured = quota and src
+        freed = quota.measure(path, unless_same=src, seen=seen) if measured else None
+        if freed is AGAIN:
+            return AGAIN
         with self.reply_batch():
-            if quota and src and freed is None and not os.path.lexists(path):
+            if measured and freed is None and not os.path.lexists(path):
                 result = self._rename_new(src, path)
-                if result is _AGAIN:
+                if result is AGAIN:
                     return result
+            elif measured and freed is None and _appeared(path, src):
+                return AGAIN  # not measured: measured and held first
             else:
                 result = super().ftp_RNTO(path)
             if not (src and self._succeeded()):
@@ -542,12 +555,12 @@ class DjangoHandlerMixin(LoginMixin):
         """pyftpdlib's RNTO onto a name where nothing is (under a quota).
 
         Renamed only if nothing is there still (uploads.rename_new): a file
-        created meanwhile is measured and held first (_AGAIN).
+        created meanwhile is measured and held first (AGAIN).
         """
         try:
             renamed = rename_new(src, path)
         except FileExistsError:
-            return _AGAIN
+            return AGAIN
         except OSError as err:
             self._rnfr = None
             self.respond(f"550 {strerror(err)}.")

@@ -40,7 +40,7 @@ import time
 from . import signals
 from .conf import settings
 from .filesystems import quoted
-from .uploads import TEMP_PREFIX, regular_size
+from .uploads import AGAIN, TEMP_PREFIX, regular_size
 
 logger = logging.getLogger("ftpserver_core.quotas")
 
@@ -408,11 +408,13 @@ class SessionQuota:
             )
             self.file_slot = False
 
-    def measure(self, path, unless_same=None):
+    def measure(self, path, unless_same=None, seen=False):
         """Return ``(bytes, files, written)`` of the regular file at ``path`` (None: nothing).
 
         A file an upload of this process is writing in place is first
         brought up to date in the usage (``written``: its _Written).
+        ``seen``: what uploads.guard() yielded; a regular file that is not
+        that one appeared unheld, and AGAIN is returned for it.
         """
         account = self.account
         if account is None:
@@ -429,6 +431,8 @@ class SessionQuota:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
+        if seen is not False and seen != (st.st_dev, st.st_ino):
+            return AGAIN
         written = (
             account.writing.get((st.st_dev, st.st_ino)) if account.writing else None
         )

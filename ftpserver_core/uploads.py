@@ -121,15 +121,20 @@ def rename_new(src, dst):
 def guard(path):
     """Hold the regular file at ``path`` while a command removes or replaces it.
 
-    Raise FileBusy when an upload in place (or, for a moment, another such
-    command) holds it. Nothing is held for a link, a missing file, or one
-    that cannot be opened: the command goes on and answers for itself.
+    Yield the (device, inode) of the file held, or of a regular file that
+    cannot be opened (not held); None when nothing regular is there. A
+    command must act on that file only: one that appears at ``path``
+    meanwhile is not held (see hold()). Raise FileBusy when an upload in
+    place (or, for a moment, another such command) holds it, or when it is
+    replaced at every try.
     """
-    fd = None
+    fd = seen = None
     for _ in range(_LOCK_TRIES):
         try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
                 break
+            seen = (st.st_dev, st.st_ino)
             fd = os.open(path, _PROBE)
         except OSError:
             break
@@ -137,15 +142,46 @@ def guard(path):
         if locked is False:
             os.close(fd)
             raise FileBusy(path)
+        st = os.fstat(fd)
+        seen = (st.st_dev, st.st_ino)
         if locked is None or _at(fd, path, follow=False):
             break
         os.close(fd)  # replaced meanwhile: hold the file there now
-        fd = None
+        fd = seen = None
+    else:
+        raise FileBusy(path)
     try:
-        yield
+        yield seen
     finally:
         if fd is not None:
             os.close(fd)
+
+
+# What an action under hold() returns when a file appeared at the path
+# meanwhile: it is held, measured and acted on again.
+AGAIN = object()
+
+
+def hold(path, action):
+    """Return ``action(seen)`` run under ``guard(path)``, again while it returns AGAIN.
+
+    ``seen`` is what the guard yields. Raise FileBusy when the file stays
+    held, or keeps being replaced, for ``_LOCK_TRIES`` tries.
+    """
+    for _ in range(_LOCK_TRIES):
+        with guard(path) as seen:
+            result = action(seen)
+        if result is not AGAIN:
+            return result
+    raise FileBusy(path)
+
+
+def is_regular(path):
+    """True when ``path`` is a regular file (not followed if a link)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def identity(st):
@@ -362,17 +398,7 @@ class Upload:
                 if self.quota is not None:
                     # Not over a file written in place (FileBusy), and the
                     # file replaced is held while it is measured.
-                    for _ in range(_LOCK_TRIES):
-                        with guard(self._target):
-                            replaced = self.quota.session.measure(self._target)
-                            self._replaced = replaced[:2] if replaced else (0, 0)
-                            put = self._put_new()
-                            if put is False:
-                                os.replace(self.temp, self._target)
-                        if put is not None:
-                            break
-                    else:
-                        raise FileBusy(self._target)
+                    replaced = hold(self._target, self._replace_measured)
                     if replaced is not None:
                         self.quota.session.replaced(replaced)
                 else:
@@ -387,17 +413,25 @@ class Upload:
             if self.quota is not None:
                 self.quota.finished(self)
 
-    def _put_new(self):
-        """Put the file in place if nothing is there; False: replace what is.
+    def _replace_measured(self, seen):
+        """Put the file in place (under hold()); return what it replaced, measured.
 
-        None: a file appeared meanwhile (to be measured, then replaced).
+        AGAIN: a file appeared meanwhile (to be measured, then replaced).
         """
-        if os.path.lexists(self._target):
-            return False
-        try:
-            return rename_new(self.temp, self._target)
-        except FileExistsError:
-            return None  # measured again, then replaced
+        replaced = self.quota.session.measure(self._target, seen=seen)
+        if replaced is AGAIN:
+            return AGAIN
+        self._replaced = replaced[:2] if replaced else (0, 0)
+        if replaced is None:
+            try:
+                if rename_new(self.temp, self._target):
+                    return None
+            except FileExistsError:
+                if is_regular(self._target):
+                    return AGAIN  # not measured: measured and held first
+            # No renameat2 here, or a link or such: replaced as before.
+        os.replace(self.temp, self._target)
+        return replaced
 
     def abort(self):
         """Close the file; a fresh atomic upload is removed."""

@@ -737,3 +737,43 @@ def test_concurrent_appe_loses_no_acknowledged_upload(
     assert final.replace(second, b"") == original + first
     slow.quit()
     quick.quit()
+
+
+# --- guard(), hold(): what a DELE, RNTO or atomic replace acts on under a quota
+
+
+def test_guard_yields_the_file_it_holds_and_refuses_a_held_one(tmp_path):
+    from ftpserver_core.uploads import FileBusy, guard
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    st = path.stat()
+    with guard(path) as seen:
+        assert seen == (st.st_dev, st.st_ino)
+        with pytest.raises(FileBusy), guard(path):
+            pass  # a second holder (an upload's lock is the same flock)
+    with guard(tmp_path / "missing") as seen:
+        assert seen is None
+
+
+def test_a_file_appearing_unheld_is_not_measured(tmp_path):
+    """Found missing by the guard, then created (an upload of another
+    session, which writes on): measured then, its removal would free less
+    than the upload counts in the end (the #2066 churn drifted by +100 to
+    +74,196 bytes on --workers 2)."""
+    from ftpserver_core.quotas import AccountQuota, SessionQuota
+    from ftpserver_core.uploads import AGAIN, guard, hold
+
+    account = AccountQuota(1, (None, None))
+    quota = SessionQuota(tracker=None, account=account, max_upload_size=None)
+    path = tmp_path / "f"
+    with guard(path) as seen:
+        path.write_bytes(b"x" * 100)  # appeared after the guard looked
+        assert quota.measure(path, seen=seen) is AGAIN
+    with guard(path) as seen:  # the next try holds it
+        assert quota.measure(path, seen=seen)[:2] == (100, 1)
+    tries = []
+    assert hold(path, lambda seen: tries.append(seen) or len(tries)) == 1
+    # Appearing at every try: refused (450), never acted on unheld.
+    with pytest.raises(Exception, match="another session"):
+        hold(tmp_path / "g", lambda seen: AGAIN)
