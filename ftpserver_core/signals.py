@@ -209,11 +209,26 @@ def dispatch(signal, sender, **kwargs):
     """
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s %s", _name(signal), kwargs)
-    for receiver, result in signal.send_robust(sender=sender, **kwargs):
-        if isinstance(result, Exception):
+    if not signal.receivers:
+        return
+    # send_robust()'s work without its extras, on the IO loop for every
+    # event: it also logged each failure itself (twice with ours) and
+    # builds a result list nobody reads. _live_receivers() is Django's
+    # private API (weak references resolved, sender filtered; a pair of
+    # lists since Django 5.0): the Django pin in pyproject.toml keeps it.
+    receivers, async_receivers = signal._live_receivers(sender)
+    if async_receivers:
+        # Django runs them in an event loop of its own: its send_robust(),
+        # which logs a failure itself (on django.dispatch).
+        signal.send_robust(sender=sender, **kwargs)
+        return
+    for receiver in receivers:
+        try:
+            receiver(signal=signal, sender=sender, **kwargs)
+        except Exception as exc:
             logger.error(
                 "Receiver %r of %s failed.",
                 receiver,
                 _name(signal),
-                exc_info=result,
+                exc_info=exc,
             )

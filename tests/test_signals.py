@@ -891,3 +891,28 @@ def test_server_stop_disconnects_clients_before_stopped(
     names = recorder.names()
     assert names.index("ftp_client_disconnected") < names.index("ftp_server_stopped")
     assert recorder.of("ftp_client_disconnected")[0]["username"] == "alice"
+
+
+def test_a_failing_receiver_is_logged_once_and_the_others_still_run(caplog):
+    """One ERROR record with the traceback, on ftpserver_core.handlers
+    (send_robust() logged it on django.dispatch too: two per failure)."""
+    from django.dispatch import Signal
+
+    seen = []
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    def working(sender, **kwargs):
+        seen.append(kwargs["username"])
+
+    signal = Signal()
+    signal.connect(broken)
+    signal.connect(working)
+    with caplog.at_level(logging.ERROR):
+        signals.dispatch(signal, DjangoFTPHandler, username="u", path="/p")
+    assert seen == ["u"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].name == "ftpserver_core.handlers"
+    assert isinstance(errors[0].exc_info[1], RuntimeError)
