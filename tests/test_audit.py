@@ -1175,3 +1175,67 @@ def test_a_server_stop_writes_what_a_long_interval_still_holds(
     assert journal_backlog(audit_journal) == []
     # All in the database: no journal file is left for the next start.
     assert journal_lines(audit_journal) == []
+
+
+def test_the_writer_thread_imports_nothing_that_is_not_loaded_at_startup():
+    """A lazy import in the writer's thread could wait forever after a fork.
+
+    ``ftpserver --workers N`` forks while the supervisor's writer may be
+    recovering an orphan journal: it imported ``audit.recovery`` there, and
+    a fork during that import left both workers' writers waiting for the
+    module's import lock, held by a thread the child does not have (the
+    audit lag grew for good; 1 in about 20 runs of
+    test_database_unreachable_and_audit_lag[2], both writers seen in
+    ``_ModuleLock.acquire`` by py-spy). Every module the audit package
+    imports inside a function must be loaded once Django is set up and the
+    writer imported.
+    """
+    import ast
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    package = Path(audit.__file__).parent
+    lazy = set()
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if id(node) in top:
+                continue
+            if isinstance(node, ast.Import):
+                lazy.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name(
+                    "." * node.level + (node.module or ""), "ftpserver_core.audit"
+                )
+                lazy.add(base)
+                # ``from . import name``: name may be a module of the package.
+                lazy.update(
+                    f"{base}.{alias.name}"
+                    for alias in node.names
+                    if _is_module(f"{base}.{alias.name}")
+                )
+    assert lazy  # the scan found the function-level imports there are
+    script = (
+        "import sys, django; django.setup(); import ftpserver_core.audit.writer; "
+        f"print(sorted(m for m in {sorted(lazy)!r} if m not in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=command_env(),
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.strip() == "[]", out
+
+
+def _is_module(name):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # an attribute of a module, not a submodule
+        return False

@@ -35,14 +35,17 @@ def health(url):
 
 def answers(url, status, failed=()):
     """Wait until /health answers ``status`` with ``failed``; return the body."""
-    return wait_for(
-        lambda: (
-            (result := health(url))[0] == status
-            and result[1]["failed"] == sorted(failed)
-            and result[1]
-        ),
-        timeout=30,
-    )
+    last = []
+
+    def check():
+        last[:] = [health(url)]
+        got, body = last[0]
+        return got == status and body["failed"] == sorted(failed) and body
+
+    try:
+        return wait_for(check, timeout=30)
+    except AssertionError:
+        raise AssertionError(f"/health still answers {last[0]!r}") from None
 
 
 @pytest.mark.slow
@@ -123,7 +126,10 @@ def test_database_unreachable_and_audit_lag(make_account, tmp_path, workers):
             assert body["checks"]["audit_lag"]["seconds"] > 1
             proxy.forward()
             # The writer probes each second and writes the journal.
-            answers(url, 200)
+            try:
+                answers(url, 200)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{server.stderr[-6000:]}") from None
         finally:
             server.kill()
     assert database_url()  # the test database itself was never touched

@@ -18,7 +18,7 @@ from django.db import (
 
 from ..conf import settings
 from . import journal as journals
-from . import rows
+from . import recovery, rows
 
 logger = logging.getLogger("ftpserver_core.audit")
 
@@ -428,8 +428,6 @@ class AuditWriter:
         except OSError as exc:
             logger.error("Cannot read the audit journal directory: %s", exc)
             return
-        from . import recovery
-
         for instance, paths in orphans.items():
             try:
                 count = recovery.recover(paths, self._write_all, self._keep_bad)
