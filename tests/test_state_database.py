@@ -89,11 +89,15 @@ def session_of(account_id, username="alice"):
     )
 
 
+@pytest.fixture
+def parts(make_account):
+    """An account, a live process row and the backend a state thread uses."""
+    return make_account("alice"), process_row(), DatabaseBackend()
+
+
 @concurrent
-def test_a_session_written_during_the_deletion_fails_neither_write(make_account):
-    account = make_account("alice")
-    process = process_row()
-    backend = DatabaseBackend()
+def test_a_session_written_during_the_deletion_fails_neither_write(parts):
+    account, process, backend = parts
     with deletion_paused(account) as finish:
         # The state thread's write-behind of a login made just before.
         backend.record_sessions(process.pk, [session_of(account.pk)], {})
@@ -104,22 +108,19 @@ def test_a_session_written_during_the_deletion_fails_neither_write(make_account)
     assert row.kick_reason == "account_deleted"
 
 
-def test_a_session_written_after_the_deletion_is_asked_to_end(make_account):
-    account = make_account("alice")
-    process = process_row()
+def test_a_session_written_after_the_deletion_is_asked_to_end(parts):
+    account, process, backend = parts
     pk = account.pk
     account.delete()
-    DatabaseBackend().record_sessions(process.pk, [session_of(pk)], {})
+    backend.record_sessions(process.pk, [session_of(pk)], {})
     row = LiveSession.objects.get(session_id="s1")
     assert row.account_id is None
     assert row.kick_reason == "account_deleted"
 
 
 @concurrent
-def test_quota_rows_written_during_the_deletion_are_swept(make_account):
-    account = make_account("alice")
-    process = process_row()
-    backend = DatabaseBackend()
+def test_quota_rows_written_during_the_deletion_are_swept(parts):
+    account, process, backend = parts
     with deletion_paused(account) as finish:
         backend.grant_quota(process.pk, account.pk, (10_000, 10), 4096, 1)
         backend.settle_quota(process.pk, {account.pk: (4096, 1, 4096, 1)})
