@@ -55,10 +55,11 @@ def test_healthy(ftpserver_cmd, make_account, workers):  # noqa: F811
         "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--workers", workers
     )
     try:
-        status, body = health(health_url(server))
+        # Ready once every worker runs (a 503 while the second one starts:
+        # seen once in CI, PostgreSQL).
+        body = answers(health_url(server), 200)
     except ValueError:
         raise AssertionError(server.stderr) from None
-    assert status == 200
     assert body["status"] == "ok" and body["failed"] == []
     assert body["checks"]["database"]["ok"] is True
     lag = body["checks"]["audit_lag"]
