@@ -306,9 +306,13 @@ class AuditWriter:
             # The queue was full: what did not fit is read back from disk.
             # The rotation clears the queue: its flush markers go back in
             # after it, released once the replay below has written.
-            markers = self._markers()
-            journal.rotate(replay=True, queue=self._queue)
-            self._queue.extendleft(reversed(markers))
+            # Under the lock flush() queues its marker with: one queued
+            # between the look and the rotation was cleared with the queue
+            # and its flush() waited its whole timeout.
+            with self._lock:
+                markers = self._markers()
+                journal.rotate(replay=True, queue=self._queue)
+                self._queue.extendleft(reversed(markers))
         if journal.fallback:
             self._write_fallback(journal)
         if self._replay_own(journal) is False:
@@ -340,8 +344,9 @@ class AuditWriter:
         # Before the rotation clears the queue, markers and all: a flush()
         # waiting behind the failed batch learns now that the database is
         # down (it waited its whole timeout, then the next stop's too).
-        self._release_markers(everything=True)
-        journal.rotate(replay=True, queue=None)
+        with self._lock:  # no flush() marker queued in between (see _drain)
+            self._release_markers(everything=True)
+            journal.rotate(replay=True, queue=None)
 
     def _probe(self):
         now = time.monotonic()
