@@ -179,7 +179,7 @@ class DatabaseBackend(StateBackend):
                 fields = _fields(session)
                 if fields["account_id"] and fields["account_id"] not in exist:
                     fields["account_id"] = None
-                    fields.setdefault("kick_reason", "account_deleted")
+                    fields["kick_reason"] = "account_deleted"
                 rows.append(LiveSession(process_id=process, **fields))
             LiveSession.objects.bulk_create(rows, ignore_conflicts=True)
             for account, (remote_ip, when) in logins.items():
