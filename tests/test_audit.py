@@ -13,6 +13,7 @@ that is gone leaves its journal to the next one on the same database.
 
 import datetime
 import ftplib
+import importlib
 import io
 import json
 import logging
@@ -429,6 +430,34 @@ def test_a_hanging_database_does_not_hold_records_at_stop(
     wait_until(lambda: journal_backlog(audit_journal) == [])
     assert count_by_event() == {"connect": 1, "login": 1, "mkdir": 20, "rmdir": 20}
     assert duplicated_records() == {}
+
+
+def test_a_flush_as_the_database_comes_back_returns_once_the_records_are_in(
+    transactional_db, audit_journal, outage, monkeypatch, tmp_path
+):
+    # The writer looks again only when a flush asks. Its look finds the
+    # database back, and the journal is a new one (the settings changed
+    # meanwhile, as a test's end changes them): the rotation that follows
+    # cleared the flush's marker with the queue, and the flush waited its
+    # whole timeout (the server's stop did: 10 s, its thread outliving it).
+    # (ftpserver_core.audit.writer the attribute is the writer, not its module)
+    module = importlib.import_module("ftpserver_core.audit.writer")
+    monkeypatch.setattr(module, "PROBE_INTERVAL", 3600.0)
+    with override_settings(FTPSERVER_AUDIT_RETRIES=0):
+        outage.down()
+        audit.record(time=audit.now(), event="mkdir", ftp_path="/waiting")
+        wait_until(writer_is_down)
+        outage.up()
+        with override_settings(FTPSERVER_AUDIT_JOURNAL_DIR=str(tmp_path / "other")):
+            started = time.monotonic()
+            assert audit.writer.flush(timeout=20) is True
+            # Not a speed test: 20 s is the lost marker's timeout.
+            assert time.monotonic() - started < 15
+    # The journal it was in went with the old settings: the next start
+    # recovers it, as it does a stopped process's.
+    audit.writer.start()
+    wait_until(lambda: AuditEvent.objects.filter(ftp_path="/waiting").exists())
+    assert AuditEvent.objects.count() == 1
 
 
 def test_flush_returns_false_while_the_database_is_down_and_the_records_wait(

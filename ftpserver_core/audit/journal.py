@@ -182,7 +182,11 @@ class Journal:
         with self._lock:
             self._seq += 1
             record["uid"] = f"{self.instance}{self._seq:016x}"
-            self._buffer.append(_dumps(record) + "\n")
+            line = _dumps(record)
+            # The writer sends the same JSON to the database (rows.py): made
+            # once, here, rather than again in the writer, under the GIL.
+            record["_json"] = line
+            self._buffer.append(line + "\n")
             self._buffer_seq = self._seq
             queue = self.queue
             if queue is not None and len(queue) < self.max_queue:

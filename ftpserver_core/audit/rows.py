@@ -2,12 +2,18 @@
 
 The writer thread shares the GIL with the FTP loop, so every microsecond it
 spends per row is taken from the loop. ``bulk_create`` builds a model instance
-and adapts every field in Python (about 170 us a row); here a row is a tuple
-built from precomputed columns, sent by COPY on PostgreSQL (psycopg formats
-rows in C) and by one prepared INSERT run for all rows elsewhere.
+and adapts every field in Python (about 170 us a row). On SQLite and
+PostgreSQL a batch goes as one JSON array (encoded in C) that the database
+itself takes apart into rows (``json_each``, ``json_to_recordset``): defaults,
+length limits and the time's conversion are done in SQL, out of the GIL (on
+PostgreSQL, out of this process). A batch that needs Python's cleaning (a NUL,
+a lone surrogate, a time that is no timestamp) and the other databases take
+the tuple path: a row built from precomputed columns, sent by COPY on
+PostgreSQL and by one prepared INSERT run for all rows elsewhere.
 """
 
 import datetime
+import json
 
 from django.conf import settings as django_settings
 from django.db import connection, models, transaction
@@ -107,7 +113,7 @@ def _tuples(batch, adapt):
     """Return the rows of ``batch`` as tuples in column order, cleaned as clean() does."""
     columns = _columns()
     limits = _text_limits()
-    _unknown_fields(batch, {attname for attname, *_ in columns})
+    _unknown_fields(batch, {attname for attname, *_ in columns} | {"_json"})
     # The writer's Python time is taken from the IO loop (the GIL, and the
     # core it runs on): per row, one comprehension, then only the text
     # columns that need cleaning (a plain ASCII value within its limit is
@@ -161,6 +167,10 @@ def _sqlite_utc(value):
     return str(value.astimezone(datetime.UTC).replace(tzinfo=None))
 
 
+def _no_empty(value):
+    return value or None
+
+
 def _copy_supported():
     # psycopg 3's COPY API (psycopg2 has none worth the second code path).
     return connection.vendor == "postgresql" and hasattr(
@@ -168,16 +178,186 @@ def _copy_supported():
     )
 
 
+# A batch as one JSON array: no ASCII escaping (cheaper, and a lone surrogate
+# stays one, to be found by encode()), no NaN (not JSON: SQLite would call
+# the array malformed, which looks like a database error).
+_encode_batch = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+# {vendor: the INSERT of a JSON batch, or None where there is none}
+_JSON_SQL = {}
+
+
+def _sqlite_json_sql(table, columns, limits):
+    """Return SQLite's INSERT of a JSON array: json_each() makes the rows."""
+    quote = connection.ops.quote_name
+    exprs = []
+    for attname, _, default, kind in columns:
+        value = f"v ->> '$.{attname}'"
+        if kind is models.DateTimeField:
+            # Django's text of the UTC time, as _sqlite_utc() writes it;
+            # microseconds rounded as datetime.fromtimestamp() rounds them
+            # (but for an exact half, which a double of these times is not).
+            value = (
+                "datetime(s + us / 1000000, 'unixepoch') || CASE us %% 1000000 "
+                "WHEN 0 THEN '' ELSE printf('.%%06d', us %% 1000000) END"
+            )
+        elif kind is models.GenericIPAddressField:
+            value = f"nullif({value}, '')"
+        elif limits.get(attname):
+            value = f"substr({value}, 1, {int(limits[attname])})"
+        if isinstance(default, bool):
+            value = f"coalesce({value}, {int(default)})"
+        elif default == "":
+            value = f"coalesce({value}, '')"
+        elif default is not None:
+            return None
+        exprs.append(value)
+    names = ", ".join(quote(column) for _, column, _, _ in columns)
+    # Table and column names come from the model, quoted; the attnames in
+    # the JSON paths are Python identifiers.
+    rows = (
+        "WITH r(v, s, us) AS (SELECT value, CAST(floor(value ->> '$.time') AS "
+        "INTEGER), CAST(round(((value ->> '$.time') - floor(value ->> '$.time')) "
+        "* 1000000) AS INTEGER) FROM json_each(%s)) "
+    )
+    return f"{rows}INSERT INTO {table} ({names}) SELECT {', '.join(exprs)} FROM r"  # noqa: S608
+
+
+# PostgreSQL's type of each kind of field in json_to_recordset().
+_PG_TYPES = {
+    models.DateTimeField: "float8",
+    models.CharField: "text",
+    models.TextField: "text",
+    models.GenericIPAddressField: "text",
+    models.ForeignKey: "bigint",
+    models.BigIntegerField: "bigint",
+    models.PositiveIntegerField: "bigint",
+    models.IntegerField: "bigint",
+    models.FloatField: "float8",
+    models.BooleanField: "boolean",
+    models.UUIDField: "uuid",
+}
+
+
+def _postgresql_json_sql(table, columns, limits):
+    """Return PostgreSQL's INSERT of a JSON array: json_to_recordset() makes the rows."""
+    quote = connection.ops.quote_name
+    fields, exprs = [], []
+    for attname, _, default, kind in columns:
+        if kind not in _PG_TYPES:
+            return None
+        fields.append(f"{quote(attname)} {_PG_TYPES[kind]}")
+        value = f"r.{quote(attname)}"
+        if kind is models.DateTimeField:
+            value = f"to_timestamp({value})"
+        elif kind is models.GenericIPAddressField:
+            value = f"nullif({value}, '')::inet"
+        elif limits.get(attname):
+            value = f"left({value}, {int(limits[attname])})"
+        if isinstance(default, bool):
+            value = f"coalesce({value}, {str(default).lower()})"
+        elif default == "":
+            value = f"coalesce({value}, '')"
+        elif default is not None:
+            return None
+        exprs.append(value)
+    names = ", ".join(quote(column) for _, column, _, _ in columns)
+    # ORDER BY the array's order: ids follow the records' order, as COPY's do.
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {', '.join(exprs)} "  # noqa: S608
+        f"FROM ROWS FROM (json_to_recordset(%s::json) AS ({', '.join(fields)})) "
+        f"WITH ORDINALITY AS r({', '.join(quote(a) for a, *_ in columns)}, n) "
+        "ORDER BY r.n"
+    )
+
+
+def _json_sql():
+    """Return this database's INSERT of a JSON batch, or None (the tuple path)."""
+    vendor = connection.vendor
+    if vendor == "sqlite" and not (
+        django_settings.USE_TZ and connection.timezone_name == "UTC"
+    ):
+        return None  # times are written in local time: Python's adapter does it
+    key = (vendor, connection.alias)
+    try:
+        return _JSON_SQL[key]
+    except KeyError:
+        pass
+    from ..models import AuditEvent
+
+    build = {"sqlite": _sqlite_json_sql, "postgresql": _postgresql_json_sql}.get(vendor)
+    sql = None
+    if build is not None:
+        table = connection.ops.quote_name(AuditEvent._meta.db_table)
+        sql = build(table, _columns(), _text_limits())
+    _JSON_SQL[key] = sql
+    return sql
+
+
+def fields(record):
+    """Return ``record`` without the JSON the journal keeps with it."""
+    if "_json" not in record:
+        return record
+    return {name: value for name, value in record.items() if name != "_json"}
+
+
+def _json_batch(batch):
+    """Return ``batch`` as one JSON array, or None when Python must clean it."""
+    lines = []
+    for record in batch:
+        value = record.get("time")
+        if value.__class__ is not float and value.__class__ is not int:
+            return None  # an ISO string or a datetime, from an old journal
+        line = record.get("_json")
+        if line is not None:
+            lines.append(line)
+    payload = None
+    if len(lines) == len(batch):
+        # The journal's lines (journal.add): ASCII, with NaN allowed and
+        # every non-ASCII character escaped. Escapes of surrogates (a lone
+        # one, or a pair that SQLite may not join) and NaN go the long way.
+        payload = f"[{','.join(lines)}]"
+        if "\\ud" in payload or "NaN" in payload or "Infinity" in payload:
+            payload = None
+    if payload is None:
+        try:
+            payload = _encode_batch([fields(record) for record in batch])
+        except (TypeError, ValueError):
+            return None  # a value JSON cannot hold, or NaN
+    # json escapes a NUL as \u0000, which the database would store; the tuple
+    # path replaces it (a literal backslash-u0000 in a path lands here too).
+    if "\\u0000" in payload:
+        return None
+    if not payload.isascii():
+        try:
+            payload.encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: the tuple path replaces it
+    return payload
+
+
 def insert(batch):
     """Insert ``batch`` (a list of record dicts) in one statement."""
     from ..models import AuditEvent
 
     columns = _columns()
+    connection.ensure_connection()
+    sql = _json_sql()
+    if sql is not None:
+        _unknown_fields(batch, {attname for attname, *_ in columns} | {"_json"})
+        payload = _json_batch(batch)
+        if payload is not None:
+            # One statement: atomic in autocommit mode without a BEGIN and a
+            # COMMIT (two more round trips on PostgreSQL).
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [payload])
+            return
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
     names = ", ".join(connection.ops.quote_name(column) for _, column, _, _ in columns)
-    connection.ensure_connection()
     if _copy_supported():
-        rows = _tuples(batch, {})
+        # An empty address is no address (as Django's adapter has it): COPY
+        # would refuse the whole batch on it.
+        rows = _tuples(batch, {models.GenericIPAddressField: _no_empty})
         sql = f"COPY {table} ({names}) FROM STDIN"
         with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
             for row in rows:

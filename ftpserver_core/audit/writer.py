@@ -364,8 +364,15 @@ class AuditWriter:
         )
         self._down_since = None
         # Resume queueing in the same step as closing the segment that holds
-        # the records written meanwhile (all read back below).
-        self.journal.rotate(replay=True, queue=self._queue)
+        # the records written meanwhile (all read back below). A flush()
+        # marker queued since the last release goes back after the rotation
+        # that clears the queue (as in _drain), or flush() waited its whole
+        # timeout: the server's stop, 10 s, and its thread outlived the stop.
+        journal = self.journal  # not under the lock: it may take it
+        with self._lock:
+            markers = self._markers()
+            journal.rotate(replay=True, queue=self._queue)
+            self._queue.extendleft(reversed(markers))
 
     def _check_connection(self):
         connection.ensure_connection()
@@ -508,7 +515,7 @@ class AuditWriter:
             self.rejected += len(refused)
             path = journals.keep_bad(
                 self.journal.directory,
-                [journals._dumps(r).encode() for r in refused],
+                [journals._dumps(rows.fields(r)).encode() for r in refused],
             )
             logger.error("%d refused audit record(s) kept in %s.", len(refused), path)
         return True

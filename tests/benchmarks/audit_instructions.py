@@ -8,7 +8,10 @@ and a run of none, on the main thread only:
 
 ``loop``: a DELE's signal sent as the handler sends it, the built-in
 receiver, the journal line and its write (the writer is kept asleep).
-``writer``: the same records inserted by the writer's code in batches of 100.
+``writer``: the same records inserted by the writer's code in batches of 100,
+with the part SQLite runs without the GIL (on PostgreSQL the server does the
+database's work, in its own process);
+``--tuples`` takes the tuple path instead of the JSON batch, to compare.
 Needs valgrind, and a database the benchmark settings reach (SQLite in a
 temporary directory by default; DATABASE_URL for another).
 """
@@ -59,7 +62,7 @@ def _records(n):
     return records
 
 
-def child(mode, n):
+def child(mode, n, tuples=False):
     import django
 
     django.setup()
@@ -71,6 +74,8 @@ def child(mode, n):
 
     from ftpserver_core.audit import rows
 
+    if tuples:
+        rows._json_sql = lambda: None
     _records(50)  # warm-up: imports, the journal's first segment
     records = _records(n if mode == "loop" else n + 100)
     if mode == "writer":
@@ -79,7 +84,12 @@ def child(mode, n):
             rows.insert(records[start : start + 100])
 
 
-def _count(mode, n, out, env):
+# The calls the sqlite3 module makes without the GIL (inclusive counts).
+_WITHOUT_GIL = re.compile(r":(?:sqlite3_step|sqlite3_prepare_v2) \[")
+
+
+def _count(mode, n, out, env, tuples=False):
+    """Return (instructions, of which run without the GIL) of one run."""
     path = Path(out) / f"cg.{mode}.{n}"
     subprocess.run(
         [
@@ -94,6 +104,7 @@ def _count(mode, n, out, env):
             mode,
             "--records",
             str(n),
+            *(["--tuples"] if tuples else []),
         ],
         check=True,
         cwd=REPO,
@@ -101,16 +112,31 @@ def _count(mode, n, out, env):
         capture_output=True,
     )
     text = Path(f"{path}-01").read_text(errors="replace")
-    return int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
+    total = int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", f"{path}-01"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    library = sum(
+        int(line.split()[0].replace(",", ""))
+        for line in annotated.splitlines()
+        if _WITHOUT_GIL.search(line)
+    )
+    return total, library
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--child", choices=("loop", "writer"))
+    parser.add_argument(
+        "--tuples", action="store_true", help="insert by the tuple path, not JSON"
+    )
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.records)
+        return child(args.child, args.records, args.tuples)
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(
             os.environ,
@@ -125,13 +151,20 @@ def main():
             env=env,
         )
         counts = {
-            mode: [_count(mode, n, tmp, env) for n in (0, args.records)]
+            mode: [_count(mode, n, tmp, env, args.tuples) for n in (0, args.records)]
             for mode in ("loop", "writer")
         }
-    loop = (counts["loop"][1] - counts["loop"][0]) / args.records
-    writer = (counts["writer"][1] - counts["writer"][0]) / args.records - loop
+
+    def per_record(mode, part):
+        return (counts[mode][1][part] - counts[mode][0][part]) / args.records
+
+    loop = per_record("loop", 0)
+    writer = per_record("writer", 0) - loop
+    library = per_record("writer", 1) - per_record("loop", 1)
     print(f"IO loop, per audited DELE:     {loop:10,.0f} instructions")
     print(f"writer insert, per record:     {writer:10,.0f} instructions")
+    print(f"  of which SQLite without the GIL: {library:10,.0f}")
+    print(f"  holding the GIL:                 {writer - library:10,.0f}")
 
 
 if __name__ == "__main__":
