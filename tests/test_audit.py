@@ -27,9 +27,11 @@ import time
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 
 from ftpserver_core import audit
 from ftpserver_core.audit import journal as journals
+from ftpserver_core.audit.writer import _Marker
 from ftpserver_core.models import AuditEvent
 
 from .audit_tools import (
@@ -497,6 +499,40 @@ def test_a_flush_waiting_behind_records_when_the_database_fails_returns_at_once(
         wait_until(lambda: AuditEvent.objects.count() == 5, timeout=30)
     assert audit.writer.flush()
     assert duplicated_records() == {}
+
+
+def test_a_flush_marker_waits_for_the_records_that_overflowed_before_it(
+    transactional_db, audit_journal
+):
+    """A marker at the head of the queue is not released before the replay."""
+    # The writer's steps, called here without its thread: a record that
+    # did not fit in the queue is on disk only, and a flush() marker queued
+    # after it was released by the step that found it at the head (flush()
+    # returned True; a test failed so under load).
+    with override_settings(FTPSERVER_AUDIT_MAX_QUEUE=1, FTPSERVER_AUDIT_INTERVAL=60):
+        writer = audit.AuditWriter()
+        journal = writer.journal
+        for n in range(3):
+            journal.add({"time": audit.now(), "event": "mkdir", "ftp_path": f"/o{n}"})
+        assert journal.overflowed and len(writer._queue) == 1
+        writer._queue.popleft()  # the writer took the one that fit...
+        AuditEvent.objects.create(
+            uid=journal.instance + f"{1:016x}", time=timezone.now(), event="mkdir"
+        )  # ...and wrote it
+        marker = _Marker()
+        writer._queue.append(marker)
+        writer._release_markers()
+        assert not marker.done.is_set()
+        writer._drain()
+        writer._release_markers()
+        assert marker.done.is_set()
+        writer._discard_connection()
+        journal.release()
+    assert sorted(AuditEvent.objects.values_list("ftp_path", flat=True)) == [
+        "",
+        "/o1",
+        "/o2",
+    ]
 
 
 def test_a_flush_behind_an_overflowed_queue_waits_for_the_replay_only(

@@ -283,6 +283,14 @@ class AuditWriter:
                     pass
                 item.done.set()
         else:
+            journal = self._journal
+            if journal is not None and journal.overflowed:
+                # Records journaled before the marker did not fit in the
+                # queue: the marker waits for their replay (the next
+                # _drain's), which starts at once. Released here, flush()
+                # returned True with them still on disk only.
+                self._wake.set()
+                return
             while queue and isinstance(queue[0], _Marker):
                 queue.popleft().done.set()
 

@@ -75,7 +75,7 @@ def child(mode, n, tuples=False):
     from ftpserver_core.audit import rows
 
     if tuples:
-        rows._json_sql = lambda: None
+        rows._fast_sql = lambda: None
     _records(50)  # warm-up: imports, the journal's first segment
     records = _records(n if mode == "loop" else n + 100)
     if mode == "writer":
