@@ -112,7 +112,7 @@ def test_a_fast_batch_stores_what_the_tuple_path_stores(fields, journaled, monke
     if fast[0] == "json" and not has_nul:
         assert rows._json_batch([first]) is not None
     elif fast[0] == "plain" and not has_nul and "\\ud" not in first["_json"]:
-        assert rows._plain_rows([first]) is not None
+        assert rows._plain_runs([first]) is not None
     rows.insert([first])
     monkeypatch.setattr(rows, "_fast_sql", lambda: None)
     rows.insert([second])
@@ -168,7 +168,13 @@ def test_a_journal_line_the_database_may_misread_is_encoded_again(fields):
 def test_a_fast_batch_keeps_the_records_order():
     if rows._fast_sql() is None:
         pytest.skip(f"no fast batch insert on {connection.vendor}")
-    batch = [_record(uid=f"{i:032x}", size=i) for i in range(1, 201)]
+    # Three shapes of record, mixed: runs of one shape keep the order too.
+    batch = [
+        _record(uid=f"{i:032x}", size=i, **({"reason": "r"} if i % 3 else {}))
+        for i in range(1, 201)
+    ]
+    for record in batch[::7]:
+        del record["username"]
     for record in batch:
         record["_json"] = journal._dumps(record)
     rows.insert(batch)
@@ -189,12 +195,18 @@ def test_a_fast_batch_keeps_the_records_order():
 def test_a_record_sqlite_cannot_take_raw_takes_the_tuple_path(fields):
     record = _record(**fields)
     record["_json"] = journal._dumps(record)
-    assert rows._plain_rows([_record(_json="{}"), record]) is None
-    assert rows._plain_rows([_record()]) is None  # no journal line: not checked
+    assert rows._plain_runs([_record(_json="{}"), record]) is None
+    assert rows._plain_runs([_record()]) is None  # no journal line: not checked
 
 
-def test_a_record_is_sent_raw_to_sqlite():
+def test_records_are_sent_raw_to_sqlite_in_runs_of_one_shape():
     record = _record(username="évé", size=4096)
     record["_json"] = journal._dumps(record)
-    (row,) = rows._plain_rows([record])
-    assert row == tuple(record.get(attname) for attname, *_ in rows._columns())
+    other = _record(event="download")
+    other["_json"] = journal._dumps(other)
+    fewer = {k: v for k, v in record.items() if k != "size"}
+    assert rows._plain_runs([record, record, fewer, record]) == [
+        (tuple(record), [tuple(record.values())] * 2),
+        (tuple(fewer), [tuple(fewer.values())]),
+        (tuple(record), [tuple(record.values())]),
+    ]

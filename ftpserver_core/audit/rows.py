@@ -187,47 +187,80 @@ _encode_batch = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 _FAST_SQL = {}
 
 
-def _sqlite_plain_sql(table, columns, limits):
-    """Return SQLite's INSERT of a row of raw values: defaults and cleaning in SQL.
-
-    Each row is the record's values as they are (``map(record.get, ...)``,
-    None where a field is missing): SQL gives the defaults, cuts a text at
-    its limit and writes the time as Django's text. SQLite
-    does that in C, per row, faster than Python did it under the GIL.
-    """
-    quote = connection.ops.quote_name
-    exprs = []
-    for index, (attname, _, default, kind) in enumerate(columns):
-        value = f"c{index}"
-        if kind is models.DateTimeField:
-            # Django's text of the UTC time, as _sqlite_utc() writes it;
-            # microseconds rounded as datetime.fromtimestamp() rounds them
-            # (but for an exact half, which a double of these times is not).
-            whole = f"CAST(floor({value}) AS INTEGER)"
-            micro = f"CAST(round(({value} - floor({value})) * 1000000) AS INTEGER)"
-            value = (
-                f"datetime({whole} + {micro} / 1000000, 'unixepoch') || "
-                f"CASE {micro} %% 1000000 WHEN 0 THEN '' "
-                f"ELSE printf('.%%06d', {micro} %% 1000000) END"
-            )
-        elif kind is models.GenericIPAddressField:
-            value = f"nullif({value}, '')"
-        elif limits.get(attname):
-            value = f"substr({value}, 1, {int(limits[attname])})"
+def _sqlite_column(attname, default, kind, limit, value):
+    """Return the SQL of one column from ``value`` (a bound value, or None: missing)."""
+    if value is None:
         if isinstance(default, bool):
-            value = f"coalesce({value}, {int(default)})"
-        elif default == "":
-            value = f"coalesce({value}, '')"
-        elif default is not None:
-            return None
-        exprs.append(value)
+            return str(int(default))
+        return "''" if default == "" else "NULL"
+    if kind is models.DateTimeField:
+        # Django's text of the UTC time, as _sqlite_utc() writes it;
+        # microseconds rounded as datetime.fromtimestamp() rounds them (but
+        # for an exact half, which a double of these times is not).
+        whole = f"CAST(floor({value}) AS INTEGER)"
+        micro = f"CAST(round(({value} - floor({value})) * 1000000) AS INTEGER)"
+        value = (
+            f"datetime({whole} + {micro} / 1000000, 'unixepoch') || "
+            f"CASE {micro} % 1000000 WHEN 0 THEN '' "
+            f"ELSE printf('.%06d', {micro} % 1000000) END"
+        )
+    elif kind is models.GenericIPAddressField:
+        value = f"nullif({value}, '')"
+    elif limit:
+        value = f"substr({value}, 1, {int(limit)})"
+    if isinstance(default, bool):
+        return f"coalesce({value}, {int(default)})"
+    if default == "":
+        return f"coalesce({value}, '')"
+    return value
+
+
+# {(alias, a record's keys): SQLite's INSERT of records with those keys}
+_SHAPES = {}
+
+
+def _sqlite_shape_sql(keys):
+    """Return SQLite's INSERT of a row of a record's values, in its keys' order.
+
+    The row is ``tuple(record.values())``: no Python per field, and no None
+    for a field the record does not have (binding None or a bool costs the
+    sqlite3 module an adapter lookup, about 2,000 instructions, under the
+    GIL). SQL gives the missing fields their defaults, cuts a text at its
+    limit and writes the time as Django's text; keys that are no column
+    (``_json``) are bound and not used.
+    """
+    cache_key = (connection.alias, keys)
+    sql = _SHAPES.get(cache_key)
+    if sql is not None:
+        return sql
+    from ..models import AuditEvent
+
+    quote = connection.ops.quote_name
+    position = {key: index for index, key in enumerate(keys)}
+    limits = _text_limits()
+    columns = _columns()
+    exprs = [
+        _sqlite_column(
+            attname,
+            default,
+            kind,
+            limits.get(attname),
+            f"c{position[attname]}" if attname in position else None,
+        )
+        for attname, _, default, kind in columns
+    ]
+    table = quote(AuditEvent._meta.db_table)
     names = ", ".join(quote(column) for _, column, _, _ in columns)
-    params = ", ".join(f"%s AS c{index}" for index in range(len(columns)))
-    # Table and column names come from the model, quoted.
-    return (
+    params = ", ".join(f"? AS c{index}" for index in range(len(keys)))
+    if len(_SHAPES) >= 256:
+        _SHAPES.clear()  # records of unusual shapes: never many at once
+    # Table and column names come from the model, quoted; the parameters are
+    # sqlite3's own (the raw cursor: no %s to convert per call).
+    sql = _SHAPES[cache_key] = (
         f"INSERT INTO {table} ({names}) SELECT {', '.join(exprs)} "  # noqa: S608
         f"FROM (SELECT {params})"
     )
+    return sql
 
 
 # PostgreSQL's type of each kind of field in json_to_recordset().
@@ -283,8 +316,8 @@ def _fast_sql():
 
     ``json``: PostgreSQL takes the whole batch as one JSON array (the
     journal's lines, parsed by the server, in its own process). ``plain``:
-    SQLite takes rows of raw values (its JSON functions cost four times
-    more CPU a row than this, in the same process).
+    SQLite takes rows of raw values, a statement per shape of record (its
+    JSON functions cost four times more CPU a row, in this process).
     """
     vendor = connection.vendor
     if vendor == "sqlite" and not (
@@ -298,16 +331,14 @@ def _fast_sql():
         pass
     from ..models import AuditEvent
 
-    build = {
-        "sqlite": ("plain", _sqlite_plain_sql),
-        "postgresql": ("json", _postgresql_json_sql),
-    }.get(vendor)
     fast = None
-    if build is not None:
+    if vendor == "sqlite":
+        fast = ("plain", None)  # a statement per shape: _sqlite_shape_sql()
+    elif vendor == "postgresql":
         table = connection.ops.quote_name(AuditEvent._meta.db_table)
-        sql = build[1](table, _columns(), _text_limits())
+        sql = _postgresql_json_sql(table, _columns(), _text_limits())
         if sql is not None:
-            fast = (build[0], sql)
+            fast = ("json", sql)
     _FAST_SQL[key] = fast
     return fast
 
@@ -354,10 +385,15 @@ def _json_batch(batch):
     return payload
 
 
-def _plain_rows(batch):
-    """Return ``batch`` as rows of raw values, or None when Python must clean it."""
-    attnames = [attname for attname, *_ in _columns()]
-    rows = []
+def _plain_runs(batch):
+    """Return ``batch`` as [(keys, rows)], runs of records of one shape in order.
+
+    None when Python must clean a record. A row is the record's values as
+    they are; consecutive records with the same keys (one kind of event, from
+    one receiver) share one statement.
+    """
+    runs = []
+    last = None
     for record in batch:
         value = record.get("time")
         if value.__class__ is not float and value.__class__ is not int:
@@ -368,8 +404,13 @@ def _plain_rows(batch):
         line = record.get("_json")
         if line is None or "\\ud" in line or "\\u0000" in line:
             return None
-        rows.append(tuple(map(record.get, attnames)))
-    return rows
+        keys = tuple(record)
+        if keys != last:
+            rows = []
+            runs.append((keys, rows))
+            last = keys
+        rows.append(tuple(record.values()))
+    return runs
 
 
 def insert(batch):
@@ -391,12 +432,18 @@ def insert(batch):
                     cursor.execute(sql, [payload])
                 return
         else:
-            rows = _plain_rows(batch)
-            if rows is not None:
+            runs = _plain_runs(batch)
+            if runs is not None:
                 # One transaction: in autocommit mode every row would be
-                # its own commit.
-                with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.executemany(sql, rows)
+                # its own commit. sqlite3's own cursor: Django's converts
+                # the query's placeholders by a regular expression per call.
+                with transaction.atomic(), connection.wrap_database_errors:
+                    cursor = connection.connection.cursor()
+                    try:
+                        for keys, rows in runs:
+                            cursor.executemany(_sqlite_shape_sql(keys), rows)
+                    finally:
+                        cursor.close()
                 return
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
     names = ", ".join(connection.ops.quote_name(column) for _, column, _, _ in columns)
