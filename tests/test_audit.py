@@ -451,10 +451,8 @@ def test_a_flush_as_the_database_comes_back_returns_once_the_records_are_in(
         wait_until(writer_is_down)
         outage.up()
         with override_settings(FTPSERVER_AUDIT_JOURNAL_DIR=str(tmp_path / "other")):
-            started = time.monotonic()
+            # A lost marker: False, after the whole 20 s.
             assert audit.writer.flush(timeout=20) is True
-            # Not a speed test: 20 s is the lost marker's timeout.
-            assert time.monotonic() - started < 15
     # The journal it was in went with the old settings: the next start
     # recovers it, as it does a stopped process's.
     audit.writer.start()

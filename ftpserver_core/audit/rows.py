@@ -2,14 +2,15 @@
 
 The writer thread shares the GIL with the FTP loop, so every microsecond it
 spends per row is taken from the loop. ``bulk_create`` builds a model instance
-and adapts every field in Python (about 170 us a row). On SQLite and
-PostgreSQL a batch goes as one JSON array (encoded in C) that the database
-itself takes apart into rows (``json_each``, ``json_to_recordset``): defaults,
-length limits and the time's conversion are done in SQL, out of the GIL (on
-PostgreSQL, out of this process). A batch that needs Python's cleaning (a NUL,
-a lone surrogate, a time that is no timestamp) and the other databases take
-the tuple path: a row built from precomputed columns, sent by COPY on
-PostgreSQL and by one prepared INSERT run for all rows elsewhere.
+and adapts every field in Python (about 170 us a row). On PostgreSQL a batch
+goes as one JSON array of the journal's own lines, which the server takes
+apart (``json_to_recordset``), in its own process. On SQLite a record's values
+are bound as they are, a statement per shape of record. In both, defaults,
+length limits and the time's conversion are done in SQL. A batch that needs
+Python's cleaning (a NUL, a lone surrogate, a time that is no timestamp, a
+record read back without its line) and the other databases take the tuple
+path: a row built from precomputed columns, sent by COPY on PostgreSQL and by
+one prepared INSERT run for all rows elsewhere.
 """
 
 import datetime
@@ -414,7 +415,7 @@ def _plain_runs(batch):
 
 
 def insert(batch):
-    """Insert ``batch`` (a list of record dicts) in one statement."""
+    """Insert ``batch`` (a list of record dicts) in one transaction."""
     from ..models import AuditEvent
 
     columns = _columns()

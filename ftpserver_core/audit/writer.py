@@ -312,15 +312,7 @@ class AuditWriter:
         journal = self.journal
         if journal.overflowed:
             # The queue was full: what did not fit is read back from disk.
-            # The rotation clears the queue: its flush markers go back in
-            # after it, released once the replay below has written.
-            # Under the lock flush() queues its marker with: one queued
-            # between the look and the rotation was cleared with the queue
-            # and its flush() waited its whole timeout.
-            with self._lock:
-                markers = self._markers()
-                journal.rotate(replay=True, queue=self._queue)
-                self._queue.extendleft(reversed(markers))
+            self._rotate_for_replay(journal)
         if journal.fallback:
             self._write_fallback(journal)
         if self._replay_own(journal) is False:
@@ -372,11 +364,20 @@ class AuditWriter:
         )
         self._down_since = None
         # Resume queueing in the same step as closing the segment that holds
-        # the records written meanwhile (all read back below). A flush()
-        # marker queued since the last release goes back after the rotation
-        # that clears the queue (as in _drain), or flush() waited its whole
-        # timeout: the server's stop, 10 s, and its thread outlived the stop.
-        journal = self.journal  # not under the lock: it may take it
+        # the records written meanwhile (all read back below).
+        self._rotate_for_replay(self.journal)
+
+    def _rotate_for_replay(self, journal):
+        """Rotate ``journal`` for a replay and queue again; keep flush() markers.
+
+        The rotation clears the queue: its flush() markers go back in after
+        it, released once the replay has written. Under the lock flush()
+        queues its marker with: one queued between a look at the queue and
+        the rotation was cleared with it, and its flush() waited its whole
+        timeout (a server's stop: 10 s, its thread outliving the stop).
+        ``journal`` is taken before: the ``journal`` property may take the
+        lock itself.
+        """
         with self._lock:
             markers = self._markers()
             journal.rotate(replay=True, queue=self._queue)
